@@ -1,0 +1,1 @@
+"""Serve a Hugging Face causal language model as a Cog model that answers a `pregunta`."""

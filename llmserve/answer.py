@@ -1,0 +1,164 @@
+"""One prediction: prompt, length check, decoding, clean streamed text and its metrics. No torch."""
+
+from __future__ import annotations
+
+import logging
+import random
+import time
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
+from typing import Protocol
+
+from .errors import ErrorCode, InputError
+from .params import MAX_SEED, Request, SamplingParams
+from .prompts import build_prompt
+from .textstream import AnswerText
+
+logger = logging.getLogger(__name__)
+
+
+class TokenEngine(Protocol):
+    """What an answer needs from the model (engine.Engine in production)."""
+
+    context_length: int
+    has_chat_template: bool
+
+    def encode(self, text: str, *, add_special_tokens: bool = True) -> list[int]: ...
+    def decode(self, ids: Sequence[int]) -> str: ...
+    def render_chat(self, messages: list[dict[str, str]]) -> str: ...
+    def generate(self, prompt_ids: Sequence[int], params: SamplingParams) -> Iterator[int]: ...
+
+
+@dataclass
+class Stats:
+    """Per-prediction measurements, recorded as Cog metrics."""
+
+    seed: int
+    input_token_count: int
+    output_token_count: int = 0
+    time_to_first_token: float | None = None  # seconds from the start of prefill to the first new token
+    decode_seconds: float = 0.0  # from the first new token to the last
+    stop_reason: str = "max_new_tokens"  # or "eos", "stop_sequence"
+
+    @property
+    def tokens_per_second(self) -> float | None:
+        """Decode speed: tokens after the first over the time they took."""
+        if self.output_token_count < 2 or self.decode_seconds <= 0:
+            return None
+        return (self.output_token_count - 1) / self.decode_seconds
+
+    def metrics(self) -> dict[str, float | int]:
+        values = {
+            "input_token_count": self.input_token_count,
+            "output_token_count": self.output_token_count,
+            "time_to_first_token": self.time_to_first_token,
+            "tokens_per_second": self.tokens_per_second,
+            "seed": self.seed,
+        }
+        return {k: v for k, v in values.items() if v is not None}
+
+
+@dataclass(frozen=True)
+class Prepared:
+    """A request turned into token ids, checked against the context, ready to decode."""
+
+    prompt_ids: list[int]
+    stop_sequences: tuple[str, ...]
+    sampling: SamplingParams
+    seed_was_random: bool = field(default=False)
+
+
+class Answerer:
+    def __init__(self, engine: TokenEngine, *, model_name: str) -> None:
+        self.engine = engine
+        self.model_name = model_name
+
+    def prepare(self, request: Request) -> Prepared:
+        """Build and tokenize the prompt; raise InputError if it does not fit the context."""
+        prompt = build_prompt(
+            pregunta=request.pregunta,
+            system_prompt=request.system_prompt,
+            prompt_template=request.prompt_template,
+            history=request.history,
+            chat_renderer=self.engine.render_chat if self.engine.has_chat_template else None,
+        )
+        ids = self.engine.encode(prompt.text, add_special_tokens=prompt.add_special_tokens)
+        self._check_fits(len(ids), request.max_new_tokens)
+        seed = request.seed if request.seed is not None else random.SystemRandom().randint(0, MAX_SEED)
+        return Prepared(
+            prompt_ids=ids,
+            stop_sequences=tuple(dict.fromkeys(prompt.stop_sequences + request.stop_sequences)),
+            sampling=request.sampling(seed),
+            seed_was_random=request.seed is None,
+        )
+
+    def _check_fits(self, prompt_tokens: int, max_new_tokens: int) -> None:
+        limit = self.engine.context_length
+        if prompt_tokens + max_new_tokens <= limit:
+            return
+        if prompt_tokens >= limit:
+            problem = f"the prompt is {prompt_tokens:,} tokens; the model's context is {limit:,} tokens."
+            fix = "Shorten pregunta, system_prompt or messages (drop the oldest turns)."
+        else:
+            problem = (
+                f"the prompt is {prompt_tokens:,} tokens and max_new_tokens is {max_new_tokens:,}: "
+                f"{prompt_tokens + max_new_tokens:,} tokens against the model's context of {limit:,}."
+            )
+            fix = (
+                f"Lower max_new_tokens to at most {limit - prompt_tokens:,}, or shorten pregunta, "
+                "system_prompt or messages."
+            )
+        raise InputError(ErrorCode.PromptTooLong, "pregunta", problem, fix)
+
+    def stream(
+        self,
+        prepared: Prepared,
+        *,
+        on_finish: Callable[[Stats], None] | None = None,
+        clock: Callable[[], float] = time.perf_counter,
+    ) -> Iterator[str]:
+        """Yield the answer's text as it is generated; `on_finish` gets the stats, even if cut short."""
+        stats = Stats(seed=prepared.sampling.seed, input_token_count=len(prepared.prompt_ids))
+        logger.info(
+            "generating: model=%s seed=%d%s input_tokens=%d max_new_tokens=%d temperature=%s",
+            self.model_name,
+            stats.seed,
+            " (random)" if prepared.seed_was_random else "",
+            stats.input_token_count,
+            prepared.sampling.max_new_tokens,
+            prepared.sampling.temperature,
+        )
+        text = AnswerText(self.engine.decode, prepared.stop_sequences)
+        tokens = self.engine.generate(prepared.prompt_ids, prepared.sampling)
+        start = clock()
+        first = None
+        try:
+            for token_id in tokens:
+                now = clock()
+                if first is None:
+                    first = now
+                    stats.time_to_first_token = now - start
+                stats.output_token_count += 1
+                stats.decode_seconds = now - first
+                chunk = text.push(token_id)
+                if chunk:
+                    yield chunk
+                if text.stopped:
+                    stats.stop_reason = "stop_sequence"
+                    break
+            else:
+                if stats.output_token_count < prepared.sampling.max_new_tokens:
+                    stats.stop_reason = "eos"
+            tail = text.finish()
+            if tail:
+                yield tail
+        finally:
+            tokens.close()
+            logger.info(
+                "finished: stop=%s output_tokens=%d tokens_per_second=%s",
+                stats.stop_reason,
+                stats.output_token_count,
+                f"{stats.tokens_per_second:.2f}" if stats.tokens_per_second else "n/a",
+            )
+            if on_finish is not None:
+                on_finish(stats)

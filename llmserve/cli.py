@@ -1,0 +1,143 @@
+"""The commands behind scripts/: predict, serve, download_weights, make_tiny_model, openapi_schema."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+from pathlib import Path
+
+from .config import PROJECT_ROOT, Settings
+from .errors import LLMServeError
+
+
+def predict(argv: list[str]) -> int:
+    """Answer one question through predict.Predictor, streaming to the terminal."""
+    parser = argparse.ArgumentParser(prog="scripts/predict", description=predict.__doc__)
+    parser.add_argument("pregunta", help="the question")
+    parser.add_argument(
+        "-i", "--input", action="append", default=[], metavar="NAME=VALUE", help="any other input of the predictor"
+    )
+    args = parser.parse_args(argv)
+    from cog import _inspector
+
+    from predict import Predictor
+
+    fields = _inspector.create_predictor("predict", "Predictor").inputs
+    inputs = {name: f.default for name, f in fields.items() if f.default is not None}
+    inputs["pregunta"] = args.pregunta
+    for item in args.input:
+        name, sep, raw = item.partition("=")
+        if not sep or name not in fields:
+            parser.error(f"--input {item!r}: expected NAME=VALUE with NAME one of {', '.join(fields)}")
+        inputs[name] = _coerce(fields[name], raw, parser)
+    predictor = Predictor()
+    try:
+        predictor.setup()
+        for chunk in predictor.run(**inputs):
+            print(chunk, end="", flush=True)
+    except LLMServeError as e:
+        print(f"\nerror: {e}", file=sys.stderr)
+        return 2
+    print()
+    return 0
+
+
+def _coerce(field, raw: str, parser: argparse.ArgumentParser):
+    kind = field.type.json_type().get("type")
+    try:
+        if kind == "integer":
+            return int(raw)
+        if kind == "number":
+            return float(raw)
+    except ValueError:
+        parser.error(f"--input {field.name}={raw!r}: expected {'an integer' if kind == 'integer' else 'a number'}")
+    return raw
+
+
+def serve(argv: list[str]) -> int:
+    """Run the real Cog HTTP server (coglet) on this predictor, as the built image does."""
+    parser = argparse.ArgumentParser(prog="scripts/serve", description=serve.__doc__)
+    parser.add_argument("--port", type=int, default=int(os.environ.get("PORT", "5000")))
+    parser.add_argument("--host", default="127.0.0.1", help="default 127.0.0.1: only this machine can connect")
+    args = parser.parse_args(argv)
+    env = dict(os.environ)
+    model_id = env.get("MODEL_ID")
+    if model_id and Path(model_id).expanduser().is_dir():
+        env["MODEL_ID"] = str(Path(model_id).expanduser().resolve())  # the server runs from the project root
+    os.chdir(PROJECT_ROOT)
+    from .openapi import write_schema
+
+    # coglet reads .cog/openapi_schema.json from its working directory; without it there is no
+    # input validation, no SSE and no /openapi.json.
+    write_schema()
+    env.update(
+        PORT=str(args.port),
+        COG_PREDICT_TYPE_STUB="predict.py:Predictor",
+        # coglet starts its worker with the `python` found first on PATH: make it this interpreter.
+        PATH=os.pathsep.join([str(Path(sys.executable).parent), env.get("PATH", "")]),
+        PYTHONPATH=os.pathsep.join(p for p in (str(PROJECT_ROOT), env.get("PYTHONPATH")) if p),
+    )
+    env.setdefault("COG_MAX_CONCURRENCY", "1")
+    print(f"serving predict.py:Predictor on http://{args.host}:{args.port} (COG_MAX_CONCURRENCY={env['COG_MAX_CONCURRENCY']})", flush=True)
+    os.execve(sys.executable, [sys.executable, "-m", "cog.server.http", "--host", args.host], env)
+    return 0  # not reached
+
+
+def download_weights(argv: list[str]) -> int:
+    """Fetch MODEL_ID at MODEL_REVISION into WEIGHTS_DIR (only config, tokenizer and weights)."""
+    parser = argparse.ArgumentParser(prog="scripts/download_weights", description=download_weights.__doc__)
+    parser.parse_args(argv)
+    from .weights import download, local_model_path
+
+    settings = Settings.from_env()
+    try:
+        path = local_model_path(settings) or download(settings)
+    except LLMServeError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    print(path)
+    return 0
+
+
+def make_tiny_model(argv: list[str]) -> int:
+    """Write a tiny random Falcon-RW (ALiBi) model and tokenizer to DIR, for tests and offline runs."""
+    parser = argparse.ArgumentParser(prog="scripts/make_tiny_model", description=make_tiny_model.__doc__)
+    parser.add_argument("dir", type=Path)
+    args = parser.parse_args(argv)
+    from .tiny import make_tiny_model as build
+
+    print(build(args.dir))
+    return 0
+
+
+def openapi_schema(argv: list[str]) -> int:
+    """Write .cog/openapi_schema.json from predict.py's signature (what `cog build` generates)."""
+    parser = argparse.ArgumentParser(prog="scripts/openapi_schema", description=openapi_schema.__doc__)
+    parser.parse_args(argv)
+    os.chdir(PROJECT_ROOT)
+    from .openapi import write_schema
+
+    print(write_schema())
+    return 0
+
+
+COMMANDS = {f.__name__: f for f in (predict, serve, download_weights, make_tiny_model, openapi_schema)}
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if not argv or argv[0] not in COMMANDS:
+        print(f"usage: python -m llmserve.cli {{{','.join(COMMANDS)}}} ...", file=sys.stderr)
+        return 2
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    try:
+        return COMMANDS[argv[0]](argv[1:])
+    except LLMServeError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

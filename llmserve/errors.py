@@ -1,0 +1,42 @@
+"""Errors with a stable code that say what is wrong, the limit, and how to fix it."""
+
+from __future__ import annotations
+
+from enum import Enum
+
+
+class ErrorCode(str, Enum):
+    # Bad input: raised before any generation work.
+    EmptyPregunta = "E1001"
+    PromptTooLong = "E1002"
+    BadPromptTemplate = "E1003"
+    BadMessages = "E1004"
+    UnknownRole = "E1005"
+    OutOfRange = "E1006"
+    MinAboveMax = "E1007"
+    BadStopSequences = "E1008"
+    TextTooLong = "E1009"
+    # Configuration and model loading: raised by setup().
+    BadConfig = "E2001"
+    WeightsNotFound = "E2002"
+    ModelLoadFailed = "E2003"
+    WarmupFailed = "E2004"
+
+
+class LLMServeError(Exception):
+    """Base error: `str(err)` reads `E1006 OutOfRange: <field>: <problem> <fix>`."""
+
+    def __init__(self, code: ErrorCode, field: str, problem: str, fix: str) -> None:
+        self.code = code
+        self.field = field
+        self.problem = problem
+        self.fix = fix
+        super().__init__(f"{code.value} {code.name}: {field}: {problem} {fix}")
+
+
+class InputError(LLMServeError, ValueError):
+    """A prediction input is invalid; the server stays healthy."""
+
+
+class SetupError(LLMServeError, RuntimeError):
+    """The model cannot be configured, found or loaded; the server fails setup."""

@@ -1,0 +1,46 @@
+"""setup() in one call: settings -> weights on disk -> engine on its device -> warm-up -> Answerer."""
+
+from __future__ import annotations
+
+import logging
+import time
+
+from .answer import Answerer
+from .config import Settings
+from .engine import Engine
+from .errors import ErrorCode, SetupError
+from .params import SamplingParams
+from .weights import resolve_model_path
+
+logger = logging.getLogger(__name__)
+
+_WARMUP = SamplingParams(
+    max_new_tokens=2, min_new_tokens=0, temperature=0.0, top_p=1.0, top_k=0, repetition_penalty=1.0, seed=0
+)
+
+
+def load_answerer(settings: Settings, *, allow_download: bool = True) -> Answerer:
+    """Load the configured model and prove it can generate, so a broken model fails at boot."""
+    start = time.perf_counter()
+    path = resolve_model_path(settings, allow_download=allow_download)
+    engine = Engine.from_settings(settings, path)
+    name = settings.model_id if settings.is_local else f"{settings.model_id}@{settings.model_revision}"
+    try:
+        list(engine.generate(engine.encode("Hello"), _WARMUP))
+    except Exception as e:  # any failure here means the model cannot serve; say so at boot
+        raise SetupError(
+            ErrorCode.WarmupFailed,
+            "MODEL_ID",
+            f"{name} loaded but failed a 2-token warm-up generation: {type(e).__name__}: {e}",
+            "Check that MODEL_ID is a causal LM and that DTYPE and DEVICE suit this machine (try DTYPE=float32).",
+        ) from e
+    logger.info(
+        "ready: model=%s path=%s device=%s dtype=%s context=%d tokens, setup took %.1fs",
+        name,
+        path,
+        engine.device,
+        str(engine.dtype).removeprefix("torch."),
+        engine.context_length,
+        time.perf_counter() - start,
+    )
+    return Answerer(engine, model_name=name)

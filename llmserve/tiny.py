@@ -1,0 +1,67 @@
+"""A tiny Falcon-RW-architecture model with a byte-level BPE tokenizer, built offline."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+# Enough English and Spanish that the BPE merges cover both; the weights are random anyway.
+_CORPUS = [
+    "The quick brown fox jumps over the lazy dog.",
+    "Question: What is the capital of France?\nAnswer: Paris.",
+    "Pregunta: ¿Cuál es la capital de España?\nRespuesta: Madrid.",
+    "¿Qué es el aprendizaje automático? Es una rama de la inteligencia artificial.",
+    "El niño comió una manzana en el jardín. Año, señal, corazón, acción.",
+    "Machine learning models learn patterns from data.",
+    "Emoji and symbols: 😀 🚀 € ñ ü é — “quotes”.",
+]
+
+EOS_TOKEN = "<|endoftext|>"
+
+
+def build_tokenizer(vocab_size: int = 512):
+    """Train a GPT-2-style byte-level BPE tokenizer on a few sentences."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    from transformers import PreTrainedTokenizerFast
+
+    tok = Tokenizer(models.BPE())
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(
+        vocab_size=vocab_size,
+        special_tokens=[EOS_TOKEN],
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+    )
+    tok.train_from_iterator(_CORPUS, trainer=trainer)
+    return PreTrainedTokenizerFast(
+        tokenizer_object=tok, eos_token=EOS_TOKEN, bos_token=EOS_TOKEN, unk_token=EOS_TOKEN
+    )
+
+
+def make_tiny_model(out_dir: str | Path, *, seed: int = 0, context_length: int = 256) -> Path:
+    """Write a randomly initialised Falcon-RW (ALiBi) model and its tokenizer to `out_dir`."""
+    import torch
+    from transformers import FalconConfig, FalconForCausalLM
+
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    tokenizer = build_tokenizer()
+    eos_id = tokenizer.convert_tokens_to_ids(EOS_TOKEN)
+    config = FalconConfig(
+        vocab_size=len(tokenizer),
+        hidden_size=64,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        alibi=True,
+        new_decoder_architecture=False,
+        multi_query=False,
+        parallel_attn=False,
+        bias=True,
+        max_position_embeddings=context_length,
+        bos_token_id=eos_id,
+        eos_token_id=eos_id,
+    )
+    torch.manual_seed(seed)
+    model = FalconForCausalLM(config).eval()
+    model.save_pretrained(out)
+    tokenizer.save_pretrained(out)
+    return out

@@ -1,0 +1,108 @@
+"""Cog entry point: declares the inputs, loads the model once, streams answers.
+
+`cog build` reads these Input(...) declarations statically, without running Python, so ranges and
+defaults are literals here; tests check they equal llmserve.params.LIMITS and the prompt defaults.
+"""
+
+import logging
+from typing import Optional
+
+import cog
+from cog import BaseRunner, ConcatenateIterator, Input
+
+from llmserve.config import Settings
+from llmserve.params import validate_request
+
+
+class Predictor(BaseRunner):
+    def setup(self) -> None:
+        from llmserve.loader import load_answerer  # torch is imported here, not at schema time
+
+        logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+        self.answerer = load_answerer(Settings.from_env())
+
+    @cog.streaming
+    def run(
+        self,
+        pregunta: str = Input(description="The question to answer."),
+        system_prompt: str = Input(
+            default="You are a helpful assistant. Answer the question briefly and accurately, in the language it was asked in.",
+            description="Instructions that frame the answer: the chat template's system turn, or the top of the prompt.",
+        ),
+        prompt_template: str = Input(
+            default="",
+            description="Optional template with {pregunta} and {system_prompt}, applied to each turn. Empty: the model's chat template, or a Question/Answer transcript for base models.",
+        ),
+        messages: str = Input(
+            default="",
+            description='Earlier turns as a JSON array, e.g. [{"role": "user", "content": "Hola"}, {"role": "assistant", "content": "¡Hola!"}]: user first, alternating, ending with assistant. `pregunta` is the new user turn.',
+        ),
+        max_new_tokens: int = Input(
+            default=128,
+            ge=1,
+            le=4096,
+            description="Most tokens to generate; the prompt plus this must fit the model's context.",
+        ),
+        min_new_tokens: int = Input(
+            default=0,
+            ge=0,
+            le=4096,
+            description="Fewest tokens to generate before the end-of-text token is allowed.",
+        ),
+        temperature: float = Input(
+            default=0.7,
+            ge=0.0,
+            le=2.0,
+            description="Sampling temperature: 0 = greedy (deterministic), < 1 = less random, > 1 = more random.",
+        ),
+        top_p: float = Input(
+            default=0.9,
+            ge=0.01,
+            le=1.0,
+            description="Nucleus sampling: draw from the most likely tokens whose probabilities add up to top_p; 1 = off.",
+        ),
+        top_k: int = Input(
+            default=50,
+            ge=0,
+            le=1000,
+            description="Draw only from the k most likely tokens; 0 = off.",
+        ),
+        repetition_penalty: float = Input(
+            default=1.15,
+            ge=1.0,
+            le=2.0,
+            description="Penalty on tokens already in the prompt or the answer: 1 = none, > 1 = fewer repeats.",
+        ),
+        stop_sequences: str = Input(
+            default="",
+            description=r"Comma-separated texts that end the answer (not included in it); write \n for a newline and \, for a comma.",
+        ),
+        seed: Optional[int] = Input(
+            default=None,
+            ge=0,
+            le=4294967295,
+            description="Random seed for reproducible sampling; empty picks one and reports it in the logs and the `seed` metric.",
+        ),
+    ) -> ConcatenateIterator[str]:
+        request = validate_request(
+            pregunta=pregunta,
+            system_prompt=system_prompt,
+            prompt_template=prompt_template,
+            messages=messages,
+            stop_sequences=stop_sequences,
+            max_new_tokens=max_new_tokens,
+            min_new_tokens=min_new_tokens,
+            temperature=temperature,
+            top_p=top_p,
+            top_k=top_k,
+            repetition_penalty=repetition_penalty,
+            seed=seed,
+        )
+        prepared = self.answerer.prepare(request)
+        yield from self.answerer.stream(prepared, on_finish=_record_metrics)
+
+
+def _record_metrics(stats) -> None:
+    scope = cog.current_scope()
+    for name, value in stats.metrics().items():
+        scope.record_metric(name, value)
