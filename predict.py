@@ -5,7 +5,6 @@ defaults are literals here; tests check they equal llmserve.params.LIMITS and th
 """
 
 import logging
-from typing import Optional
 
 import cog
 from cog import BaseRunner, ConcatenateIterator, Input
@@ -77,7 +76,7 @@ class Predictor(BaseRunner):
             default="",
             description=r"Comma-separated texts that end the answer (not included in it); write \n for a newline and \, for a comma.",
         ),
-        seed: Optional[int] = Input(
+        seed: int | None = Input(
             default=None,
             ge=0,
             le=4294967295,

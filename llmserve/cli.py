@@ -80,7 +80,11 @@ def serve(argv: list[str]) -> int:
         PYTHONPATH=os.pathsep.join(p for p in (str(PROJECT_ROOT), env.get("PYTHONPATH")) if p),
     )
     env.setdefault("COG_MAX_CONCURRENCY", "1")
-    print(f"serving predict.py:Predictor on http://{args.host}:{args.port} (COG_MAX_CONCURRENCY={env['COG_MAX_CONCURRENCY']})", flush=True)
+    print(
+        f"serving predict.py:Predictor on http://{args.host}:{args.port} "
+        f"(COG_MAX_CONCURRENCY={env['COG_MAX_CONCURRENCY']})",
+        flush=True,
+    )
     os.execve(sys.executable, [sys.executable, "-m", "cog.server.http", "--host", args.host], env)
     return 0  # not reached
 

@@ -37,7 +37,9 @@ def pick_device_and_dtype(*, device: str = "auto", dtype: str = "auto") -> tuple
     if device == "auto":
         device = "cuda" if torch.cuda.is_available() else "cpu"
     if device == "cuda" and not torch.cuda.is_available():
-        raise SetupError(ErrorCode.BadConfig, "DEVICE", "is 'cuda' but no CUDA GPU is visible.", "Unset DEVICE or set it to 'cpu'.")
+        raise SetupError(
+            ErrorCode.BadConfig, "DEVICE", "is 'cuda' but no CUDA GPU is visible.", "Unset DEVICE or set it to 'cpu'."
+        )
     if dtype == "auto":
         chosen = torch.float16 if device == "cuda" and not torch.cuda.is_bf16_supported() else torch.bfloat16
     else:

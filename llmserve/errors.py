@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from enum import Enum
+from enum import StrEnum
 
 
-class ErrorCode(str, Enum):
+class ErrorCode(StrEnum):
     # Bad input: raised before any generation work.
     EmptyPregunta = "E1001"
     PromptTooLong = "E1002"

@@ -42,7 +42,9 @@ def build_schema(module_name: str = "predict", class_name: str = "Predictor") ->
         "summary": "Predict",
         "description": "Run a single prediction on the model",
         "operationId": "predict_predictions_post",
-        "requestBody": {"content": {"application/json": {"schema": {"$ref": "#/components/schemas/PredictionRequest"}}}},
+        "requestBody": {
+            "content": {"application/json": {"schema": {"$ref": "#/components/schemas/PredictionRequest"}}}
+        },
         "responses": {
             "200": {
                 "description": "Successful Response",
@@ -66,9 +68,17 @@ def build_schema(module_name: str = "predict", class_name: str = "Predictor") ->
                     "summary": "Cancel",
                     "operationId": "cancel_predictions__prediction_id__cancel_post",
                     "parameters": [
-                        {"required": True, "schema": {"title": "Prediction Id", "type": "string"}, "name": "prediction_id", "in": "path"}
+                        {
+                            "required": True,
+                            "schema": {"title": "Prediction Id", "type": "string"},
+                            "name": "prediction_id",
+                            "in": "path",
+                        }
                     ],
-                    "responses": {"200": {"description": "Successful Response", "content": _JSON_OK}, "422": _VALIDATION_ERROR},
+                    "responses": {
+                        "200": {"description": "Successful Response", "content": _JSON_OK},
+                        "422": _VALIDATION_ERROR,
+                    },
                 }
             },
         },
@@ -116,7 +126,9 @@ def _is_streaming(module_name: str, class_name: str) -> bool:
         if isinstance(node, ast.ClassDef) and node.name == class_name:
             for item in node.body:
                 if isinstance(item, (ast.FunctionDef, ast.AsyncFunctionDef)) and item.name == "run":
-                    return any(ast.unparse(d).split("(")[0] in ("streaming", "cog.streaming") for d in item.decorator_list)
+                    return any(
+                        ast.unparse(d).split("(")[0] in ("streaming", "cog.streaming") for d in item.decorator_list
+                    )
     return False
 
 
@@ -170,7 +182,11 @@ _ENVELOPE: dict[str, Any] = {
     "ValidationError": _titled(
         "ValidationError",
         {
-            "loc": {"title": "Location", "type": "array", "items": {"anyOf": [{"type": "string"}, {"type": "integer"}]}},
+            "loc": {
+                "title": "Location",
+                "type": "array",
+                "items": {"anyOf": [{"type": "string"}, {"type": "integer"}]},
+            },
             "msg": {"title": "Message", "type": "string"},
             "type": {"title": "Error Type", "type": "string"},
         },

@@ -44,7 +44,10 @@ LIMITS: dict[str, Range] = {
         0.0, 2.0, 0.7, "Sampling temperature: 0 = greedy (deterministic), < 1 = less random, > 1 = more random"
     ),
     "top_p": Range(
-        0.01, 1.0, 0.9, "Nucleus sampling: draw from the most likely tokens whose probabilities add up to top_p; 1 = off"
+        0.01,
+        1.0,
+        0.9,
+        "Nucleus sampling: draw from the most likely tokens whose probabilities add up to top_p; 1 = off",
     ),
     "top_k": Range(0, 1000, 50, "Draw only from the k most likely tokens; 0 = off", integer=True),
     "repetition_penalty": Range(
@@ -116,9 +119,7 @@ def validate_request(
 ) -> Request:
     """Check every input against its limit and return the parsed request, or raise InputError."""
     if pregunta is None or not str(pregunta).strip():
-        raise InputError(
-            ErrorCode.EmptyPregunta, "pregunta", "is empty.", "Pass the question to answer as `pregunta`."
-        )
+        raise InputError(ErrorCode.EmptyPregunta, "pregunta", "is empty.", "Pass the question to answer as `pregunta`.")
     for field, text in (
         ("pregunta", pregunta),
         ("system_prompt", system_prompt),
@@ -210,7 +211,9 @@ def parse_messages(raw: str | None) -> tuple[ChatMessage, ...]:
     try:
         data = json.loads(raw)
     except json.JSONDecodeError as e:
-        raise InputError(ErrorCode.BadMessages, "messages", f"is not valid JSON ({e.msg} at character {e.pos}).", fix) from e
+        raise InputError(
+            ErrorCode.BadMessages, "messages", f"is not valid JSON ({e.msg} at character {e.pos}).", fix
+        ) from e
     if not isinstance(data, list):
         raise InputError(ErrorCode.BadMessages, "messages", f"must be a JSON array, got {type(data).__name__}.", fix)
     turns: list[ChatMessage] = []
@@ -225,7 +228,10 @@ def parse_messages(raw: str | None) -> tuple[ChatMessage, ...]:
         if role not in roles:
             hint = " Put system instructions in `system_prompt`." if role == "system" else ""
             raise InputError(
-                ErrorCode.UnknownRole, f"{where}.role", f"{role!r} is not one of {roles}.", f'Use "user" or "assistant".{hint}'
+                ErrorCode.UnknownRole,
+                f"{where}.role",
+                f"{role!r} is not one of {roles}.",
+                f'Use "user" or "assistant".{hint}',
             )
         if not isinstance(content, str) or not content.strip():
             raise InputError(ErrorCode.BadMessages, f"{where}.content", "must be a non-empty string.", fix)
@@ -268,10 +274,15 @@ def parse_stop_sequences(raw: str | None) -> tuple[str, ...]:
     parts.append("".join(current))
     # Spaces around commas are separators' padding; newlines and tabs come from escapes and stay.
     stops = tuple(dict.fromkeys(s for s in (p.strip(" ") for p in parts) if s))
-    fix = f"Give at most {MAX_STOP_SEQUENCES} sequences of at most {MAX_STOP_SEQUENCE_CHARS} characters, separated by commas."
+    fix = (
+        f"Give at most {MAX_STOP_SEQUENCES} sequences of at most {MAX_STOP_SEQUENCE_CHARS} characters, "
+        "separated by commas."
+    )
     if len(stops) > MAX_STOP_SEQUENCES:
         raise InputError(ErrorCode.BadStopSequences, "stop_sequences", f"has {len(stops)} sequences.", fix)
     for s in stops:
         if len(s) > MAX_STOP_SEQUENCE_CHARS:
-            raise InputError(ErrorCode.BadStopSequences, "stop_sequences", f"{s[:20]!r}... is {len(s)} characters long.", fix)
+            raise InputError(
+                ErrorCode.BadStopSequences, "stop_sequences", f"{s[:20]!r}... is {len(s)} characters long.", fix
+            )
     return stops

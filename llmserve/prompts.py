@@ -5,13 +5,12 @@ from __future__ import annotations
 import string
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from enum import Enum
+from enum import StrEnum
 
 from .errors import ErrorCode, InputError
 
 DEFAULT_SYSTEM_PROMPT = (
-    "You are a helpful assistant. Answer the question briefly and accurately, "
-    "in the language it was asked in."
+    "You are a helpful assistant. Answer the question briefly and accurately, in the language it was asked in."
 )
 
 # For base models without a chat template (falcon-rw-1b is one, trained on English web text):
@@ -21,7 +20,7 @@ COMPLETION_TEMPLATE = "{system_prompt}\n\nQuestion: {pregunta}\nAnswer:"
 PLACEHOLDERS = ("pregunta", "system_prompt")
 
 
-class Role(str, Enum):
+class Role(StrEnum):
     user = "user"
     assistant = "assistant"
 
@@ -53,11 +52,7 @@ def check_template(template: str) -> None:
         "{system_prompt}; write literal braces as {{ and }}."
     )
     try:
-        fields = [
-            (name, spec, conv)
-            for _, name, spec, conv in string.Formatter().parse(template)
-            if name is not None
-        ]
+        fields = [(name, spec, conv) for _, name, spec, conv in string.Formatter().parse(template) if name is not None]
     except ValueError as e:
         raise InputError(ErrorCode.BadPromptTemplate, "prompt_template", f"cannot be parsed ({e}).", fix) from e
     for name, spec, conv in fields:
@@ -69,9 +64,7 @@ def check_template(template: str) -> None:
                 fix,
             )
     if "pregunta" not in [name for name, _, _ in fields]:
-        raise InputError(
-            ErrorCode.BadPromptTemplate, "prompt_template", "does not include {pregunta}.", fix
-        )
+        raise InputError(ErrorCode.BadPromptTemplate, "prompt_template", "does not include {pregunta}.", fix)
 
 
 def turn_stop_sequence(template: str) -> str | None:
@@ -82,9 +75,7 @@ def turn_stop_sequence(template: str) -> str | None:
     return "\n" + before
 
 
-def render_completion(
-    template: str, *, pregunta: str, system_prompt: str, history: Sequence[ChatMessage]
-) -> str:
+def render_completion(template: str, *, pregunta: str, system_prompt: str, history: Sequence[ChatMessage]) -> str:
     """Apply `template` to each earlier turn, answered, then to the new question, left open."""
     questions = [m.content for m in history if m.role is Role.user] + [pregunta]
     answers = [m.content for m in history if m.role is Role.assistant]
@@ -99,9 +90,7 @@ def render_completion(
     return "\n\n".join(turns)
 
 
-def chat_messages(
-    *, pregunta: str, system_prompt: str, history: Sequence[ChatMessage]
-) -> list[dict[str, str]]:
+def chat_messages(*, pregunta: str, system_prompt: str, history: Sequence[ChatMessage]) -> list[dict[str, str]]:
     """The conversation as the role/content dicts that chat templates take."""
     messages = [{"role": "system", "content": system_prompt.strip()}] if system_prompt.strip() else []
     messages += [{"role": m.role.value, "content": m.content} for m in history]

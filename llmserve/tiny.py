@@ -32,9 +32,7 @@ def build_tokenizer(vocab_size: int = 512):
         initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
     )
     tok.train_from_iterator(_CORPUS, trainer=trainer)
-    return PreTrainedTokenizerFast(
-        tokenizer_object=tok, eos_token=EOS_TOKEN, bos_token=EOS_TOKEN, unk_token=EOS_TOKEN
-    )
+    return PreTrainedTokenizerFast(tokenizer_object=tok, eos_token=EOS_TOKEN, bos_token=EOS_TOKEN, unk_token=EOS_TOKEN)
 
 
 def make_tiny_model(out_dir: str | Path, *, seed: int = 0, context_length: int = 256) -> Path:
@@ -56,6 +54,8 @@ def make_tiny_model(out_dir: str | Path, *, seed: int = 0, context_length: int =
         multi_query=False,
         parallel_attn=False,
         bias=True,
+        # Wide initial weights make a random model's greedy output varied (std 0.02 repeats one token).
+        initializer_range=1.0,
         max_position_embeddings=context_length,
         bos_token_id=eos_id,
         eos_token_id=eos_id,

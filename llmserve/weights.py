@@ -65,7 +65,7 @@ def download(settings: Settings) -> Path:
     except Exception as e:  # huggingface_hub raises its own, httpx's and OS errors: all mean "not fetched"
         raise weights_not_found(settings, reason=f"{type(e).__name__}: {e}") from e
     if not _has_weights(path):
-        raise weights_not_found(settings, reason=f"the repo has no *.safetensors or pytorch_model*.bin files")
+        raise weights_not_found(settings, reason="the repo has no *.safetensors or pytorch_model*.bin files")
     return path
 
 
@@ -77,7 +77,10 @@ def resolve_model_path(settings: Settings, *, allow_download: bool = True) -> Pa
     if not allow_download:
         raise weights_not_found(settings, reason="no copy on disk and downloading is off")
     logger.info(
-        "weights for %s@%s are not in %s: downloading once", settings.model_id, settings.model_revision, settings.weights_dir
+        "weights for %s@%s are not in %s: downloading once",
+        settings.model_id,
+        settings.model_revision,
+        settings.weights_dir,
     )
     return download(settings)
 

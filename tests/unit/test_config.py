@@ -1,0 +1,63 @@
+"""Settings come from the environment, declared once, with a pinned default revision."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from llmserve.config import DEFAULT_MODEL_ID, DEFAULT_MODEL_REVISION, PROJECT_ROOT, Settings
+from llmserve.errors import ErrorCode, SetupError
+
+
+def test_defaults_pin_the_default_model():
+    settings = Settings.from_env({})
+    assert settings.model_id == DEFAULT_MODEL_ID == "tiiuae/falcon-rw-1b"
+    assert settings.model_revision == DEFAULT_MODEL_REVISION
+    assert len(DEFAULT_MODEL_REVISION) == 40 and int(DEFAULT_MODEL_REVISION, 16) >= 0  # a commit, not "main"
+    assert settings.weights_dir == PROJECT_ROOT / "weights"
+    assert (settings.dtype, settings.device, settings.hf_token) == ("auto", "auto", None)
+
+
+def test_another_model_defaults_to_its_main_branch():
+    assert Settings.from_env({"MODEL_ID": "org/other"}).model_revision == "main"
+
+
+def test_everything_can_be_set(tmp_path: Path):
+    env = {
+        "MODEL_ID": "org/model",
+        "MODEL_REVISION": "abc123",
+        "DTYPE": "Float32",
+        "DEVICE": "cpu",
+        "WEIGHTS_DIR": str(tmp_path),
+        "HF_TOKEN": "hf_x",
+    }
+    settings = Settings.from_env(env)
+    assert (settings.model_id, settings.model_revision, settings.dtype, settings.device) == (
+        "org/model",
+        "abc123",
+        "float32",
+        "cpu",
+    )
+    assert settings.weights_dir == tmp_path and settings.hf_token == "hf_x"
+
+
+@pytest.mark.parametrize("name, value", [("DTYPE", "float8"), ("DEVICE", "tpu")])
+def test_bad_values_fail_with_the_variable_named(name, value):
+    with pytest.raises(SetupError) as info:
+        Settings.from_env({name: value})
+    assert info.value.code is ErrorCode.BadConfig and info.value.field == name and value in str(info.value)
+
+
+def test_local_directory_is_detected(tmp_path: Path):
+    assert Settings.from_env({"MODEL_ID": str(tmp_path)}).is_local
+    assert not Settings.from_env({}).is_local
+
+
+def test_only_config_reads_the_environment():
+    offenders = [
+        p.name
+        for p in (PROJECT_ROOT / "llmserve").glob("*.py")
+        if p.name not in ("config.py", "cli.py") and "os.environ" in p.read_text()
+    ]
+    assert offenders == []
