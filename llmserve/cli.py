@@ -24,8 +24,10 @@ def predict(argv: list[str]) -> int:
 
     from predict import Predictor
 
+    from .openapi import input_defaults
+
     fields = _inspector.create_predictor("predict", "Predictor").inputs
-    inputs = {name: f.default for name, f in fields.items() if f.default is not None}
+    inputs = input_defaults()
     inputs["pregunta"] = args.pregunta
     for item in args.input:
         name, sep, raw = item.partition("=")

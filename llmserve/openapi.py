@@ -86,6 +86,14 @@ def build_schema(module_name: str = "predict", class_name: str = "Predictor") ->
     }
 
 
+def input_defaults(module_name: str = "predict", class_name: str = "Predictor") -> dict[str, Any]:
+    """Each input's default, as the Cog server fills them in for a request that leaves them out."""
+    from cog import _inspector
+
+    inputs = _inspector.create_predictor(module_name, class_name).inputs
+    return {name: f.default for name, f in inputs.items() if f.default is not None or _is_optional(f)}
+
+
 def write_schema(path: Path = SCHEMA_PATH, **kwargs: str) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(build_schema(**kwargs), indent=2, ensure_ascii=False) + "\n", encoding="utf-8")

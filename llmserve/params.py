@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from .errors import ErrorCode, InputError
-from .prompts import ChatMessage, Role, check_template
+from .prompts import DEFAULT_SYSTEM_PROMPT, ChatMessage, Role, check_template
 
 # Character caps keep absurd payloads from reaching the tokenizer; the real bound is the
 # model's context, checked in tokens once the prompt is built.
@@ -105,7 +105,7 @@ class Request:
 def validate_request(
     *,
     pregunta: str | None,
-    system_prompt: str = "",
+    system_prompt: str = DEFAULT_SYSTEM_PROMPT,
     prompt_template: str = "",
     messages: str = "",
     stop_sequences: str = "",

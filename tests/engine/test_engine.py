@@ -1,0 +1,145 @@
+"""The decode loop on a tiny model built offline: same tokens as transformers, seeds, EOS, limits."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from transformers import AutoModelForCausalLM, LlamaConfig, LlamaForCausalLM
+
+from llmserve.engine import Engine, pick_device_and_dtype
+from llmserve.params import SamplingParams
+from llmserve.tiny import build_tokenizer
+
+
+def params(**overrides) -> SamplingParams:
+    values = dict(
+        max_new_tokens=24, min_new_tokens=0, temperature=0.0, top_p=1.0, top_k=0, repetition_penalty=1.0, seed=0
+    )
+    values.update(overrides)
+    return SamplingParams(**values)
+
+
+@pytest.fixture(scope="module")
+def engine(tiny_model_dir) -> Engine:
+    return Engine.load(tiny_model_dir, device=torch.device("cpu"), dtype=torch.float32)
+
+
+@pytest.fixture(scope="module")
+def llama_dir(tmp_path_factory):
+    """A tiny Llama with a chat template: the generic (non-Falcon) path."""
+    tokenizer = build_tokenizer()
+    tokenizer.chat_template = (
+        "{% for m in messages %}<|{{ m['role'] }}|>{{ m['content'] }}\n{% endfor %}"
+        "{% if add_generation_prompt %}<|assistant|>{% endif %}"
+    )
+    config = LlamaConfig(
+        vocab_size=len(tokenizer),
+        hidden_size=64,
+        intermediate_size=128,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        max_position_embeddings=512,
+        eos_token_id=tokenizer.eos_token_id,
+        bos_token_id=tokenizer.eos_token_id,
+        initializer_range=1.0,
+    )
+    torch.manual_seed(1)
+    out = tmp_path_factory.mktemp("tiny-llama")
+    LlamaForCausalLM(config).save_pretrained(out)
+    tokenizer.save_pretrained(out)
+    return out
+
+
+def reference_greedy(model_dir, prompt_ids, n, **kwargs):
+    model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32).eval()
+    ids = torch.tensor([prompt_ids])
+    with torch.inference_mode():
+        out = model.generate(ids, max_new_tokens=n, min_new_tokens=n, do_sample=False, pad_token_id=0, **kwargs)
+    return out[0, len(prompt_ids) :].tolist()
+
+
+PROMPTS = ["Question: What is the capital of France?\nAnswer:", "¿Qué es el aprendizaje automático?", "Hola"]
+
+
+@pytest.mark.parametrize("text", PROMPTS)
+def test_greedy_tokens_equal_transformers_generate_falcon(engine, tiny_model_dir, text):
+    prompt = engine.encode(text)
+    ours = list(engine.generate(prompt, params(max_new_tokens=24, min_new_tokens=24)))
+    assert ours == reference_greedy(tiny_model_dir, prompt, 24)
+
+
+def test_greedy_with_repetition_penalty_equals_transformers(engine, tiny_model_dir):
+    prompt = engine.encode(PROMPTS[0])
+    ours = list(engine.generate(prompt, params(max_new_tokens=20, min_new_tokens=20, repetition_penalty=1.3)))
+    assert ours == reference_greedy(tiny_model_dir, prompt, 20, repetition_penalty=1.3)
+
+
+def test_generic_architecture_matches_transformers(llama_dir):
+    engine = Engine.load(llama_dir, device=torch.device("cpu"), dtype=torch.float32)
+    prompt = engine.encode(PROMPTS[1])
+    ours = list(engine.generate(prompt, params(max_new_tokens=20, min_new_tokens=20)))
+    assert ours == reference_greedy(llama_dir, prompt, 20)
+    assert engine.has_chat_template and engine.context_length == 512
+    rendered = engine.render_chat([{"role": "user", "content": "Hola"}])
+    assert rendered == "<|user|>Hola\n<|assistant|>"
+
+
+def test_same_seed_same_sample_different_seed_differs(engine):
+    prompt = engine.encode(PROMPTS[1])
+    sampled = params(temperature=1.0, top_p=0.95, top_k=50, min_new_tokens=24)
+    runs = {
+        seed: [list(engine.generate(prompt, params(**{**sampled.__dict__, "seed": seed}))) for _ in range(2)]
+        for seed in (1, 2)
+    }
+    assert runs[1][0] == runs[1][1] and runs[2][0] == runs[2][1]
+    assert runs[1][0] != runs[2][0]
+
+
+def test_stops_at_eos_without_yielding_it(engine):
+    prompt = engine.encode(PROMPTS[0])
+    # Make EOS the only possible next token by forcing its logit through a huge bias.
+    eos = next(iter(engine.eos_token_ids))
+    bias = torch.zeros(engine.model.config.vocab_size)
+    bias[eos] = 1e4
+    original = engine.model.lm_head.bias
+    engine.model.lm_head.bias = torch.nn.Parameter(bias)
+    try:
+        assert list(engine.generate(prompt, params(max_new_tokens=10))) == []
+        # min_new_tokens keeps EOS away for that many tokens.
+        forced = list(engine.generate(prompt, params(max_new_tokens=10, min_new_tokens=3)))
+        assert len(forced) == 3 and eos not in forced
+    finally:
+        engine.model.lm_head.bias = original
+
+
+def test_max_new_tokens_is_respected(engine):
+    out = list(engine.generate(engine.encode("Hola"), params(max_new_tokens=5, min_new_tokens=5)))
+    assert len(out) == 5
+
+
+def test_context_length_and_eos_come_from_the_model(engine, tiny_model_dir):
+    assert engine.context_length == 256
+    assert engine.eos_token_ids == {engine.tokenizer.eos_token_id}
+    assert not engine.has_chat_template
+
+
+def test_eos_from_the_config_is_trusted_only_if_it_is_a_special_token(tiny_model_dir):
+    engine = Engine.load(tiny_model_dir, device=torch.device("cpu"), dtype=torch.float32)
+    engine.model.generation_config.eos_token_id = [engine.tokenizer.eos_token_id, 2]  # 2 is an ordinary token
+    from llmserve.engine import _eos_token_ids
+
+    assert _eos_token_ids(engine.model, engine.tokenizer) == {engine.tokenizer.eos_token_id}
+
+
+def test_device_and_dtype_are_picked_in_one_place():
+    assert pick_device_and_dtype(device="cpu", dtype="auto") == (torch.device("cpu"), torch.bfloat16)
+    assert pick_device_and_dtype(device="cpu", dtype="float32") == (torch.device("cpu"), torch.float32)
+    if not torch.cuda.is_available():
+        assert pick_device_and_dtype()[0] == torch.device("cpu")
+
+
+def test_bfloat16_default_runs_on_cpu(tiny_model_dir):
+    engine = Engine.load(tiny_model_dir, device=torch.device("cpu"), dtype=torch.bfloat16)
+    assert engine.model.dtype == torch.bfloat16
+    assert len(list(engine.generate(engine.encode("Hola"), params(max_new_tokens=4, min_new_tokens=4)))) == 4

@@ -1,0 +1,145 @@
+"""predict.Predictor on the tiny model: streaming, stops, seeds, metrics, and errors before any work."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from llmserve.errors import ErrorCode, InputError, SetupError
+from llmserve.openapi import input_defaults
+from predict import Predictor
+
+
+@pytest.fixture(scope="module")
+def predictor(tiny_model_dir) -> Predictor:
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("MODEL_ID", str(tiny_model_dir))
+        mp.setenv("DTYPE", "float32")
+        p = Predictor()
+        p.setup()
+    return p
+
+
+def run(predictor: Predictor, **inputs) -> list[str]:
+    """Call run() as the Cog server does: every input present, defaults filled in."""
+    return list(predictor.run(**{**input_defaults(), **inputs}))
+
+
+GREEDY = dict(temperature=0.0, max_new_tokens=40)
+
+
+def test_answer_streams_in_several_chunks(predictor):
+    chunks = run(predictor, pregunta="¿Cuál es la capital de Francia?", **GREEDY)
+    assert len(chunks) > 3 and all(isinstance(c, str) and c for c in chunks)
+
+
+def test_answer_is_the_decoded_new_tokens_and_never_echoes_the_prompt(predictor):
+    answerer = predictor.answerer
+    from llmserve.params import validate_request
+
+    prepared = answerer.prepare(validate_request(pregunta="¿Qué es un tensor?", **GREEDY))
+    ids = list(answerer.engine.generate(prepared.prompt_ids, prepared.sampling))
+    answer = "".join(run(predictor, pregunta="¿Qué es un tensor?", **GREEDY))
+    assert answer == answerer.engine.decode(ids).strip()
+    assert "Question:" not in answer
+
+
+def test_greedy_is_deterministic(predictor):
+    first = run(predictor, pregunta="Hola, ¿cómo estás?", **GREEDY)
+    assert run(predictor, pregunta="Hola, ¿cómo estás?", **GREEDY) == first
+
+
+def test_same_seed_gives_the_same_sampled_answer(predictor):
+    sampled = dict(temperature=1.0, top_p=0.95, top_k=0, max_new_tokens=30, min_new_tokens=30)
+    a = "".join(run(predictor, pregunta="Cuéntame algo", seed=7, **sampled))
+    b = "".join(run(predictor, pregunta="Cuéntame algo", seed=7, **sampled))
+    c = "".join(run(predictor, pregunta="Cuéntame algo", seed=8, **sampled))
+    assert a == b and a != c
+
+
+def test_stop_sequence_ends_the_answer_exactly(predictor):
+    full = "".join(run(predictor, pregunta="Dime una frase", **GREEDY))
+    stop = full[10:14]  # four characters from the middle: most likely spans token boundaries
+    assert stop.strip(), f"pick another slice of {full!r}"
+    cut = "".join(run(predictor, pregunta="Dime una frase", stop_sequences=stop.replace(",", "\\,"), **GREEDY))
+    assert cut == full[: full.index(stop)].rstrip()
+    assert stop not in cut
+
+
+def test_history_and_template_reach_the_prompt(predictor):
+    from llmserve.params import validate_request
+
+    history = json.dumps([{"role": "user", "content": "¿2+2?"}, {"role": "assistant", "content": "4"}])
+    request = validate_request(
+        pregunta="¿Y 3+3?", messages=history, prompt_template="P: {pregunta}\nR:", system_prompt="", **GREEDY
+    )
+    prepared = predictor.answerer.prepare(request)
+    assert predictor.answerer.engine.decode(prepared.prompt_ids) == "P: ¿2+2?\nR: 4\n\nP: ¿Y 3+3?\nR:"
+    assert "\nP:" in prepared.stop_sequences
+
+
+def test_metrics_are_measured(predictor):
+    seen = []
+    answerer = predictor.answerer
+    from llmserve.params import validate_request
+
+    prepared = answerer.prepare(
+        validate_request(pregunta="Hola", temperature=0.0, max_new_tokens=12, min_new_tokens=12)
+    )
+    text = "".join(answerer.stream(prepared, on_finish=seen.append))
+    stats = seen[0]
+    metrics = stats.metrics()
+    assert metrics["input_token_count"] == len(prepared.prompt_ids)
+    assert metrics["output_token_count"] == 12
+    assert metrics["time_to_first_token"] > 0 and metrics["tokens_per_second"] > 0
+    assert metrics["seed"] == prepared.sampling.seed
+    assert stats.stop_reason == "max_new_tokens" and text
+
+
+def test_random_seed_is_reported(predictor):
+    seen = []
+    answerer = predictor.answerer
+    from llmserve.params import validate_request
+
+    prepared = answerer.prepare(validate_request(pregunta="Hola", max_new_tokens=3))
+    list(answerer.stream(prepared, on_finish=seen.append))
+    assert prepared.seed_was_random and seen[0].metrics()["seed"] == prepared.sampling.seed
+
+
+@pytest.mark.parametrize(
+    "inputs, code",
+    [
+        (dict(pregunta="  "), ErrorCode.EmptyPregunta),
+        (dict(pregunta="x", temperature=9.0), ErrorCode.OutOfRange),
+        (dict(pregunta="x", min_new_tokens=20, max_new_tokens=10), ErrorCode.MinAboveMax),
+        (dict(pregunta="x", prompt_template="sin marcador"), ErrorCode.BadPromptTemplate),
+        (dict(pregunta="x", messages="[1, 2"), ErrorCode.BadMessages),
+        (dict(pregunta="x", messages='[{"role": "bot", "content": "a"}]'), ErrorCode.UnknownRole),
+        (dict(pregunta="palabra " * 300), ErrorCode.PromptTooLong),
+        (dict(pregunta="x", max_new_tokens=250), ErrorCode.PromptTooLong),
+    ],
+)
+def test_bad_input_fails_before_any_generation(predictor, monkeypatch, inputs, code):
+    def no_generation(*args, **kwargs):
+        raise AssertionError("generation started for a bad input")
+
+    monkeypatch.setattr(predictor.answerer.engine, "generate", no_generation)
+    with pytest.raises(InputError) as info:
+        run(predictor, **inputs)
+    assert info.value.code is code
+
+
+def test_prompt_too_long_says_tokens_against_the_limit(predictor):
+    with pytest.raises(InputError) as info:
+        run(predictor, pregunta="palabra " * 300)
+    message = str(info.value)
+    assert "context of 256" in message or "context is 256 tokens" in message
+    assert "tokens" in message and info.value.field == "pregunta"
+
+
+def test_unknown_model_directory_fails_setup_clearly(tmp_path, monkeypatch):
+    monkeypatch.setenv("MODEL_ID", str(tmp_path))
+    with pytest.raises(SetupError) as info:
+        Predictor().setup()
+    assert info.value.code is ErrorCode.ModelLoadFailed and "config.json" in str(info.value)
