@@ -69,11 +69,12 @@ def serve(argv: list[str]) -> int:
     if model_id and Path(model_id).expanduser().is_dir():
         env["MODEL_ID"] = str(Path(model_id).expanduser().resolve())  # the server runs from the project root
     os.chdir(PROJECT_ROOT)
-    from .openapi import write_schema
+    from .openapi import is_schema_current, write_schema
 
     # coglet reads .cog/openapi_schema.json from its working directory; without it there is no
     # input validation, no SSE and no /openapi.json.
-    write_schema()
+    if not is_schema_current():
+        print(f"updated {write_schema()} from predict.py: commit it", flush=True)
     env.update(
         PORT=str(args.port),
         COG_PREDICT_TYPE_STUB="predict.py:Predictor",

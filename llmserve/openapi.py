@@ -100,6 +100,14 @@ def write_schema(path: Path = SCHEMA_PATH, **kwargs: str) -> Path:
     return path
 
 
+def is_schema_current(path: Path = SCHEMA_PATH) -> bool:
+    """True when the file on disk is what predict.py's signature produces now."""
+    try:
+        return json.loads(path.read_text(encoding="utf-8")) == build_schema()
+    except (OSError, json.JSONDecodeError):
+        return False
+
+
 def _input_property(field) -> dict[str, Any]:
     prop: dict[str, Any] = dict(field.type.json_type())
     integer = prop.get("type") == "integer"

@@ -1,0 +1,134 @@
+"""The real Cog server on the tiny model: sync and SSE answers, the schema, refusals, capacity, cancel."""
+
+from __future__ import annotations
+
+import pytest
+import requests
+
+from tests.http.conftest import sse_events
+
+pytestmark = pytest.mark.http
+
+GREEDY = {"pregunta": "¿Cuál es la capital de Francia?", "temperature": 0, "max_new_tokens": 24}
+
+
+def test_sync_prediction_answers_with_metrics(server):
+    body = server.predict(**GREEDY).json()
+    assert body["status"] == "succeeded", body.get("error")
+    assert isinstance(body["output"], list) and "".join(body["output"]).strip()
+    metrics = body["metrics"]
+    for name in ("input_token_count", "output_token_count", "time_to_first_token", "tokens_per_second", "seed"):
+        assert name in metrics
+    assert metrics["output_token_count"] >= len(body["output"]) > 1
+    assert "tiny-2k" in body["logs"] and "seed=" in body["logs"]
+
+
+def test_sse_streams_several_output_events_then_completes(server):
+    with requests.post(
+        f"{server.url}/predictions",
+        json={"input": GREEDY},
+        headers={"Accept": "text/event-stream"},
+        stream=True,
+        timeout=300,
+    ) as response:
+        assert response.status_code == 200
+        assert response.headers["content-type"].startswith("text/event-stream")
+        events = list(sse_events(response))
+    names = [e for e, _ in events]
+    assert names[0] == "start" and names[-1] == "completed"
+    chunks = [d["chunk"] for e, d in events if e == "output"]
+    assert len(chunks) > 3
+    assert events[-1][1]["status"] == "succeeded"
+    # Greedy: the streamed text is the sync answer.
+    assert "".join(chunks) == "".join(server.predict(**GREEDY).json()["output"])
+
+
+def test_openapi_json_lists_inputs_types_and_ranges(server):
+    schema = requests.get(f"{server.url}/openapi.json", timeout=10).json()
+    props = schema["components"]["schemas"]["Input"]["properties"]
+    assert schema["components"]["schemas"]["Input"]["required"] == ["pregunta"]
+    assert props["pregunta"]["type"] == "string"
+    assert (
+        props["max_new_tokens"]["type"],
+        props["max_new_tokens"]["minimum"],
+        props["max_new_tokens"]["maximum"],
+    ) == (
+        "integer",
+        1,
+        4096,
+    )
+    assert (props["temperature"]["type"], props["temperature"]["minimum"], props["temperature"]["maximum"]) == (
+        "number",
+        0.0,
+        2.0,
+    )
+    assert props["seed"]["nullable"] is True
+    assert schema["paths"]["/predictions"]["post"]["x-cog-streaming"] is True
+
+
+@pytest.mark.parametrize(
+    "inputs, field",
+    [
+        ({}, "pregunta"),
+        ({"pregunta": "x", "max_new_tokens": 0}, "max_new_tokens"),
+        ({"pregunta": "x", "temperature": "hot"}, "temperature"),
+        ({"pregunta": "x", "top_k": 5000}, "top_k"),
+        ({"pregunta": 42}, "pregunta"),
+    ],
+)
+def test_schema_refuses_bad_types_and_ranges_and_stays_ready(server, inputs, field):
+    response = server.predict(**inputs)
+    assert response.status_code == 422
+    detail = response.json()["detail"]
+    assert any(d["loc"][-1] == field for d in detail), detail
+    assert server.health() == "READY"
+
+
+@pytest.mark.parametrize(
+    "inputs, code",
+    [
+        ({"pregunta": "   "}, "E1001 EmptyPregunta: pregunta"),
+        ({"pregunta": "x", "min_new_tokens": 30, "max_new_tokens": 10}, "E1007 MinAboveMax: min_new_tokens"),
+        ({"pregunta": "x", "prompt_template": "Responde:"}, "E1003 BadPromptTemplate: prompt_template"),
+        ({"pregunta": "x", "messages": "[{"}, "E1004 BadMessages: messages"),
+        ({"pregunta": "x", "messages": '[{"role": "bot", "content": "a"}]'}, "E1005 UnknownRole: messages[0].role"),
+        ({"pregunta": "x", "stop_sequences": ",".join("abcdefghijklmnopq")}, "E1008 BadStopSequences"),
+        ({"pregunta": "palabra " * 3000}, "E1002 PromptTooLong: pregunta"),
+    ],
+)
+def test_project_validation_refuses_with_a_coded_message_and_stays_ready(server, inputs, code):
+    body = server.predict(**inputs).json()
+    assert body["status"] == "failed"
+    assert code in body["error"]
+    assert server.health() == "READY"
+
+
+def test_a_good_request_after_refusals_still_answers(server):
+    server.predict(pregunta="   ")
+    body = server.predict(**GREEDY).json()
+    assert body["status"] == "succeeded" and "".join(body["output"]).strip()
+
+
+def test_one_slot_is_enforced_and_cancel_frees_it(server):
+    long = {"pregunta": "Cuéntame una historia larga", "max_new_tokens": 1900, "min_new_tokens": 1900}
+    prediction_id = "cancel-me-1"
+    with requests.put(
+        f"{server.url}/predictions/{prediction_id}",
+        json={"input": long},
+        headers={"Accept": "text/event-stream"},
+        stream=True,
+        timeout=300,
+    ) as response:
+        events = sse_events(response)
+        for name, _ in events:
+            if name == "output":
+                break
+        # COG_MAX_CONCURRENCY=1: the only slot is busy.
+        busy = server.predict(**GREEDY)
+        assert busy.status_code == 409 and "capacity" in busy.text.lower()
+        assert requests.post(f"{server.url}/predictions/{prediction_id}/cancel", timeout=10).status_code == 200
+        last = [data for name, data in events if name == "completed"]
+    assert last and last[-1]["status"] == "canceled"
+    assert last[-1]["metrics"]["output_token_count"] < 1900
+    body = server.predict(**GREEDY).json()
+    assert body["status"] == "succeeded"
