@@ -130,7 +130,54 @@ def openapi_schema(argv: list[str]) -> int:
     return 0
 
 
-COMMANDS = {f.__name__: f for f in (predict, serve, download_weights, make_tiny_model, openapi_schema)}
+def measure_cpu_dtype(argv: list[str]) -> int:
+    """Measure fp32 against bf16 on this CPU: falcon-rw-1b's shape, random weights, greedy, forced length."""
+    parser = argparse.ArgumentParser(prog="scripts/measure_cpu_dtype", description=measure_cpu_dtype.__doc__)
+    parser.add_argument("--prompt-tokens", type=int, default=128)
+    parser.add_argument("--new-tokens", type=int, default=64)
+    args = parser.parse_args(argv)
+    import time
+
+    import torch
+    import transformers
+    from transformers import FalconForCausalLM
+
+    from .engine import Engine
+    from .params import SamplingParams
+    from .tiny import build_tokenizer, falcon_rw_1b_config
+
+    torch.manual_seed(0)
+    model = FalconForCausalLM(falcon_rw_1b_config()).eval()
+    prompt = [100 + i % 50000 for i in range(args.prompt_tokens)]
+    n = args.new_tokens
+    params = SamplingParams(
+        max_new_tokens=n, min_new_tokens=n, temperature=0.0, top_p=1.0, top_k=0, repetition_penalty=1.0, seed=0
+    )
+    print(f"torch {torch.__version__}, transformers {transformers.__version__}, {torch.get_num_threads()} threads")
+    print(f"falcon-rw-1b shape, random weights, {args.prompt_tokens}-token prompt, {n} new tokens, greedy")
+    tokenizer = build_tokenizer()  # only for the Engine's interface: the prompt is ids already
+    tokens = {}
+    for dtype in (torch.float32, torch.bfloat16):
+        engine = Engine(model.to(dtype), tokenizer, device=torch.device("cpu"), dtype=dtype)
+        engine.eos_token_ids = frozenset()  # random weights hit EOS anywhere: force the length
+        start = time.perf_counter()
+        stamps, out = [], []
+        for token in engine.generate(prompt, params):
+            stamps.append(time.perf_counter())
+            out.append(token)
+        tokens[dtype] = out
+        decode = (len(stamps) - 1) / (stamps[-1] - stamps[0])
+        name = str(dtype).removeprefix("torch.")
+        print(f"{name:>9}: first token {stamps[0] - start:.2f} s, decode {decode:.2f} tok/s")
+    a, b = tokens.values()
+    same = next((i for i, (x, y) in enumerate(zip(a, b, strict=True)) if x != y), n)
+    print(f"greedy tokens identical for the first {same} of {n}")
+    return 0
+
+
+COMMANDS = {
+    f.__name__: f for f in (predict, serve, download_weights, make_tiny_model, openapi_schema, measure_cpu_dtype)
+}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -1,4 +1,4 @@
-"""A tiny Falcon-RW-architecture model with a byte-level BPE tokenizer, built offline."""
+"""Models built offline: a tiny Falcon-RW for tests, and the full falcon-rw-1b shape with random weights."""
 
 from __future__ import annotations
 
@@ -65,3 +65,23 @@ def make_tiny_model(out_dir: str | Path, *, seed: int = 0, context_length: int =
     model.save_pretrained(out)
     tokenizer.save_pretrained(out)
     return out
+
+
+def falcon_rw_1b_config():
+    """The architecture of tiiuae/falcon-rw-1b (1.31 B parameters); speed depends on it, not on weight values."""
+    from transformers import FalconConfig
+
+    return FalconConfig(
+        vocab_size=50304,
+        hidden_size=2048,
+        num_hidden_layers=24,
+        num_attention_heads=32,
+        alibi=True,
+        new_decoder_architecture=False,
+        multi_query=False,
+        parallel_attn=False,
+        bias=True,
+        max_position_embeddings=2048,
+        bos_token_id=50256,
+        eos_token_id=50256,
+    )
