@@ -38,22 +38,17 @@ def build_tokenizer(vocab_size: int = 512):
 def make_tiny_model(out_dir: str | Path, *, seed: int = 0, context_length: int = 256) -> Path:
     """Write a randomly initialised Falcon-RW (ALiBi) model and its tokenizer to `out_dir`."""
     import torch
-    from transformers import FalconConfig, FalconForCausalLM
+    from transformers import FalconForCausalLM
 
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     tokenizer = build_tokenizer()
     eos_id = tokenizer.convert_tokens_to_ids(EOS_TOKEN)
-    config = FalconConfig(
+    config = falcon_rw_1b_config(
         vocab_size=len(tokenizer),
         hidden_size=64,
         num_hidden_layers=2,
         num_attention_heads=4,
-        alibi=True,
-        new_decoder_architecture=False,
-        multi_query=False,
-        parallel_attn=False,
-        bias=True,
         # Wide initial weights make a random model's greedy output varied (std 0.02 repeats one token).
         initializer_range=1.0,
         max_position_embeddings=context_length,
@@ -67,21 +62,22 @@ def make_tiny_model(out_dir: str | Path, *, seed: int = 0, context_length: int =
     return out
 
 
-def falcon_rw_1b_config():
-    """The architecture of tiiuae/falcon-rw-1b (1.31 B parameters); speed depends on it, not on weight values."""
+def falcon_rw_1b_config(**overrides):
+    """The architecture of tiiuae/falcon-rw-1b (1.31 B parameters, ALiBi); `overrides` shrink it for tests.
+
+    Speed depends on the architecture, not on the weight values, so random weights serve for timing.
+    """
     from transformers import FalconConfig
 
-    return FalconConfig(
+    shape = dict(
         vocab_size=50304,
         hidden_size=2048,
         num_hidden_layers=24,
         num_attention_heads=32,
-        alibi=True,
-        new_decoder_architecture=False,
-        multi_query=False,
-        parallel_attn=False,
-        bias=True,
         max_position_embeddings=2048,
         bos_token_id=50256,
         eos_token_id=50256,
     )
+    # What makes it Falcon-RW rather than Falcon-7B/40B: ALiBi, separate K/V heads, sequential blocks, biases.
+    variant = dict(alibi=True, new_decoder_architecture=False, multi_query=False, parallel_attn=False, bias=True)
+    return FalconConfig(**{**shape, **variant, **overrides})

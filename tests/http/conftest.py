@@ -26,8 +26,31 @@ class Server:
     def health(self) -> str:
         return requests.get(f"{self.url}/health-check", timeout=10).json()["status"]
 
-    def predict(self, **inputs) -> requests.Response:
+    def wait_idle(self, timeout: float = 60) -> None:
+        """Poll until the slot is free: coglet frees it a moment after a prediction's last event."""
+        deadline = time.monotonic() + timeout
+        while (status := self.health()) != "READY":
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"server still {status} after {timeout}s")
+            time.sleep(0.05)
+
+    def predict(self, *, wait_idle: bool = True, **inputs) -> requests.Response:
+        if wait_idle:
+            self.wait_idle()
         return requests.post(f"{self.url}/predictions", json={"input": inputs}, timeout=300)
+
+    def stream(self, inputs: dict, prediction_id: str | None = None) -> requests.Response:
+        """Open an SSE prediction (PUT with an id, else POST); use it as a context manager."""
+        self.wait_idle()
+        method, path = ("PUT", f"/predictions/{prediction_id}") if prediction_id else ("POST", "/predictions")
+        return requests.request(
+            method,
+            f"{self.url}{path}",
+            json={"input": inputs},
+            headers={"Accept": "text/event-stream"},
+            stream=True,
+            timeout=300,
+        )
 
 
 def free_port() -> int:

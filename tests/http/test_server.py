@@ -24,13 +24,7 @@ def test_sync_prediction_answers_with_metrics(server):
 
 
 def test_sse_streams_several_output_events_then_completes(server):
-    with requests.post(
-        f"{server.url}/predictions",
-        json={"input": GREEDY},
-        headers={"Accept": "text/event-stream"},
-        stream=True,
-        timeout=300,
-    ) as response:
+    with server.stream(GREEDY) as response:
         assert response.status_code == 200
         assert response.headers["content-type"].startswith("text/event-stream")
         events = list(sse_events(response))
@@ -81,6 +75,7 @@ def test_schema_refuses_bad_types_and_ranges_and_stays_ready(server, inputs, fie
     assert response.status_code == 422
     detail = response.json()["detail"]
     assert any(d["loc"][-1] == field for d in detail), detail
+    server.wait_idle()  # back to READY (not SETUP_FAILED or DEFUNCT) once the refused request is done
     assert server.health() == "READY"
 
 
@@ -100,6 +95,7 @@ def test_project_validation_refuses_with_a_coded_message_and_stays_ready(server,
     body = server.predict(**inputs).json()
     assert body["status"] == "failed"
     assert code in body["error"]
+    server.wait_idle()  # back to READY (not SETUP_FAILED or DEFUNCT) once the refused request is done
     assert server.health() == "READY"
 
 
@@ -112,19 +108,13 @@ def test_a_good_request_after_refusals_still_answers(server):
 def test_one_slot_is_enforced_and_cancel_frees_it(server):
     long = {"pregunta": "Cuéntame una historia larga", "max_new_tokens": 1900, "min_new_tokens": 1900}
     prediction_id = "cancel-me-1"
-    with requests.put(
-        f"{server.url}/predictions/{prediction_id}",
-        json={"input": long},
-        headers={"Accept": "text/event-stream"},
-        stream=True,
-        timeout=300,
-    ) as response:
+    with server.stream(long, prediction_id) as response:
         events = sse_events(response)
         for name, _ in events:
             if name == "output":
                 break
         # COG_MAX_CONCURRENCY=1: the only slot is busy.
-        busy = server.predict(**GREEDY)
+        busy = server.predict(wait_idle=False, **GREEDY)
         assert busy.status_code == 409 and "capacity" in busy.text.lower()
         assert requests.post(f"{server.url}/predictions/{prediction_id}/cancel", timeout=10).status_code == 200
         last = [data for name, data in events if name == "completed"]
