@@ -186,6 +186,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"usage: python -m llmserve.cli {{{','.join(COMMANDS)}}} ...", file=sys.stderr)
         return 2
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    for noisy in ("httpx", "httpx2"):  # one line per HTTP request of huggingface_hub
+        logging.getLogger(noisy).setLevel(logging.WARNING)
     try:
         return COMMANDS[argv[0]](argv[1:])
     except LLMServeError as e:

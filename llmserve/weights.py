@@ -24,6 +24,7 @@ _COMMON_PATTERNS = [
 ]
 _SAFETENSORS = ["*.safetensors", "model.safetensors.index.json"]
 _PYTORCH_BIN = ["pytorch_model*.bin", "pytorch_model.bin.index.json"]
+_WEIGHT_CHOICES = (_SAFETENSORS, _PYTORCH_BIN)  # in order of preference
 
 
 def local_model_path(settings: Settings) -> Path | None:
@@ -33,16 +34,22 @@ def local_model_path(settings: Settings) -> Path | None:
 
     if settings.is_local:
         return Path(settings.model_id).expanduser().resolve()
-    try:
-        path = snapshot_download(
-            settings.model_id,
-            revision=settings.model_revision,
-            cache_dir=settings.weights_dir,
-            local_files_only=True,
-        )
-    except LocalEntryNotFoundError:
-        return None
-    return Path(path) if _has_weights(Path(path)) else None
+    # The same file patterns as the download: huggingface_hub calls a cached snapshot incomplete
+    # when files it lists, but that were never fetched (legacy .bin, remote code), are missing.
+    for weights in _WEIGHT_CHOICES:
+        try:
+            path = snapshot_download(
+                settings.model_id,
+                revision=settings.model_revision,
+                cache_dir=settings.weights_dir,
+                allow_patterns=_COMMON_PATTERNS + weights,
+                local_files_only=True,
+            )
+        except LocalEntryNotFoundError:  # also raised for an incomplete snapshot
+            continue
+        if _has_weights(Path(path)):
+            return Path(path)
+    return None
 
 
 def download(settings: Settings) -> Path:
@@ -56,7 +63,9 @@ def download(settings: Settings) -> Path:
         path = Path(
             snapshot_download(
                 settings.model_id,
-                revision=info.sha or settings.model_revision,
+                # The name asked for, not info.sha: a branch must get its ref in the cache, or the next
+                # boot could not find the snapshot offline.
+                revision=settings.model_revision,
                 cache_dir=settings.weights_dir,
                 allow_patterns=_COMMON_PATTERNS + weights,
                 token=settings.hf_token,
