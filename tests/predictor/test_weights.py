@@ -72,3 +72,18 @@ def _env() -> dict[str, str]:
     import os
 
     return {k: v for k, v in os.environ.items() if k not in ("MODEL_ID", "WEIGHTS_DIR", "DTYPE")}
+
+
+def test_a_model_that_cannot_generate_fails_at_boot(tiny_model_dir, monkeypatch):
+    from llmserve.engine import Engine
+    from llmserve.loader import load_answerer
+
+    def broken(self, prompt_ids, params):
+        raise RuntimeError("CUDA error: an illegal memory access was encountered")
+        yield  # a generator, like the real one
+
+    monkeypatch.setattr(Engine, "generate", broken)
+    with pytest.raises(SetupError) as info:
+        load_answerer(Settings.from_env({"MODEL_ID": str(tiny_model_dir)}))
+    assert info.value.code is ErrorCode.WarmupFailed
+    assert "warm-up" in str(info.value) and "illegal memory access" in str(info.value)

@@ -112,3 +112,10 @@ def test_pure_modules_import_no_torch():
         "sys.exit('torch' in sys.modules)"
     )
     assert subprocess.run([sys.executable, "-c", code], cwd=ROOT).returncode == 0
+
+
+def test_the_image_gets_the_code_and_the_baked_weights():
+    """`cog build` copies the project minus .dockerignore: weights/ must go in, the venv must not."""
+    ignored = {line.strip().rstrip("/") for line in (ROOT / ".dockerignore").read_text().splitlines()}
+    assert ".venv" in ignored
+    assert not ignored & {"weights", "predict.py", "llmserve", "requirements.txt", "cog.yaml"}
