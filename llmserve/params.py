@@ -143,6 +143,8 @@ def validate_request(
             f"min_new_tokens={numbers['min_new_tokens']} is above max_new_tokens={numbers['max_new_tokens']}.",
             "Lower min_new_tokens or raise max_new_tokens so that min_new_tokens <= max_new_tokens.",
         )
+    if isinstance(seed, float) and seed.is_integer():
+        seed = int(seed)  # the Cog server passes 7.0 through for an integer field
     if seed is not None:
         if isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed <= MAX_SEED:
             raise InputError(

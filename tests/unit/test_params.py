@@ -62,7 +62,9 @@ def test_out_of_range_names_field_limit_and_fix(field, value):
 
 def test_integer_valued_float_is_accepted_for_integer_fields():
     # The Cog server passes 64.0 through for an integer field; it means 64.
-    assert validate_request(pregunta="x", max_new_tokens=64.0).max_new_tokens == 64
+    request = validate_request(pregunta="x", max_new_tokens=64.0, seed=7.0)
+    assert (request.max_new_tokens, request.seed) == (64, 7)
+    assert isinstance(request.seed, int)
 
 
 def test_min_above_max():
