@@ -7,6 +7,7 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 import torch
+from jinja2 import TemplateError
 from transformers import AutoModelForCausalLM, AutoTokenizer, DynamicCache, LogitsProcessorList
 from transformers.generation.logits_process import (
     MinNewTokensLengthLogitsProcessor,
@@ -19,6 +20,7 @@ from transformers.generation.logits_process import (
 from .config import Settings
 from .errors import ErrorCode, SetupError
 from .params import SamplingParams
+from .prompts import fold_system_turn
 
 logger = logging.getLogger(__name__)
 
@@ -99,7 +101,14 @@ class Engine:
 
     def render_chat(self, messages: list[dict[str, str]]) -> str:
         """The tokenizer's chat template with the assistant's turn opened."""
-        return self.tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+        try:
+            return self.tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+        except TemplateError:
+            folded = fold_system_turn(messages)
+            if folded is messages:
+                raise
+            # Some templates (Gemma's, older Mistral's) raise on a system turn rather than ignore it.
+            return self.tokenizer.apply_chat_template(folded, tokenize=False, add_generation_prompt=True)
 
     # Decoding ------------------------------------------------------------------------------
 

@@ -98,6 +98,15 @@ def chat_messages(*, pregunta: str, system_prompt: str, history: Sequence[ChatMe
     return messages
 
 
+def fold_system_turn(messages: list[dict[str, str]]) -> list[dict[str, str]]:
+    """For chat templates that refuse a system role: put its text at the top of the first user turn."""
+    if not messages or messages[0]["role"] != "system":
+        return messages
+    system, rest = messages[0]["content"], [dict(m) for m in messages[1:]]
+    rest[0]["content"] = f"{system}\n\n{rest[0]['content']}"
+    return rest
+
+
 def build_prompt(
     *,
     pregunta: str,

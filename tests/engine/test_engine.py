@@ -143,3 +143,13 @@ def test_bfloat16_default_runs_on_cpu(tiny_model_dir):
     engine = Engine.load(tiny_model_dir, device=torch.device("cpu"), dtype=torch.bfloat16)
     assert engine.model.dtype == torch.bfloat16
     assert len(list(engine.generate(engine.encode("Hola"), params(max_new_tokens=4, min_new_tokens=4)))) == 4
+
+
+def test_a_chat_template_that_refuses_the_system_role_gets_it_in_the_first_user_turn(llama_dir):
+    engine = Engine.load(llama_dir, device=torch.device("cpu"), dtype=torch.float32)
+    engine.tokenizer.chat_template = (
+        "{% if messages[0]['role'] == 'system' %}{{ raise_exception('System role not supported') }}{% endif %}"
+        "{% for m in messages %}<|{{ m['role'] }}|>{{ m['content'] }}\n{% endfor %}<|assistant|>"
+    )
+    rendered = engine.render_chat([{"role": "system", "content": "Sé breve."}, {"role": "user", "content": "Hola"}])
+    assert rendered == "<|user|>Sé breve.\n\nHola\n<|assistant|>"

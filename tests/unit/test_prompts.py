@@ -8,6 +8,7 @@ from llmserve.prompts import (
     Role,
     build_prompt,
     chat_messages,
+    fold_system_turn,
     render_completion,
     turn_stop_sequence,
 )
@@ -75,3 +76,13 @@ def test_turn_stop_sequence():
     assert turn_stop_sequence("Q: {pregunta}\nA:") == "\nQ:"
     assert turn_stop_sequence("{pregunta}") is None
     assert turn_stop_sequence("{system_prompt} {pregunta}") is None
+
+
+def test_fold_system_turn_for_templates_without_a_system_role():
+    messages = chat_messages(pregunta="¿Y 3+3?", system_prompt="Sé breve.", history=HISTORY)
+    folded = fold_system_turn(messages)
+    assert folded[0] == {"role": "user", "content": "Sé breve.\n\n¿Cuánto es 2+2?"}
+    assert [m["role"] for m in folded] == ["user", "assistant", "user"]
+    assert messages[1]["content"] == "¿Cuánto es 2+2?"  # the input is left as it was
+    no_system = chat_messages(pregunta="hola", system_prompt="", history=())
+    assert fold_system_turn(no_system) is no_system
