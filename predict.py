@@ -52,7 +52,7 @@ class Predictor(BaseRunner):
             default=0.7,
             ge=0.0,
             le=2.0,
-            description="Sampling temperature: 0 = greedy (deterministic), < 1 = less random, > 1 = more random.",
+            description="Sampling temperature: 0 = greedy (below 0.01 too), < 1 = less random, > 1 = more random.",
         ),
         top_p: float = Input(
             default=0.9,

@@ -38,13 +38,13 @@ class Stats:
     output_token_count: int = 0
     time_to_first_token: float | None = None  # seconds from the start of prefill to the first new token
     decode_seconds: float = 0.0  # from the first new token to the last
-    stop_reason: str = "max_new_tokens"  # or "eos", "stop_sequence"
+    stop_reason: str = "interrupted"  # until it ends by "eos", "stop_sequence" or "max_new_tokens"
 
     @property
-    def tokens_per_second(self) -> float | None:
-        """Decode speed: tokens after the first over the time they took."""
+    def tokens_per_second(self) -> float:
+        """Decode speed: tokens after the first over the time they took; 0 with fewer than two tokens."""
         if self.output_token_count < 2 or self.decode_seconds <= 0:
-            return None
+            return 0.0
         return (self.output_token_count - 1) / self.decode_seconds
 
     def metrics(self) -> dict[str, float | int]:
@@ -147,18 +147,22 @@ class Answerer:
                     stats.stop_reason = "stop_sequence"
                     break
             else:
-                if stats.output_token_count < prepared.sampling.max_new_tokens:
-                    stats.stop_reason = "eos"
+                full = stats.output_token_count == prepared.sampling.max_new_tokens
+                stats.stop_reason = "max_new_tokens" if full else "eos"
+                if first is None:  # EOS came first: it is the first token, though not part of the answer
+                    stats.time_to_first_token = clock() - start
             tail = text.finish()
+            if text.stopped:
+                stats.stop_reason = "stop_sequence"
             if tail:
                 yield tail
         finally:
             tokens.close()
             logger.info(
-                "finished: stop=%s output_tokens=%d tokens_per_second=%s",
+                "finished: stop=%s output_tokens=%d tokens_per_second=%.2f",
                 stats.stop_reason,
                 stats.output_token_count,
-                f"{stats.tokens_per_second:.2f}" if stats.tokens_per_second else "n/a",
+                stats.tokens_per_second,
             )
             if on_finish is not None:
                 on_finish(stats)

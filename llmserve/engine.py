@@ -18,7 +18,7 @@ from transformers.generation.logits_process import (
 )
 
 from .config import Settings
-from .errors import ErrorCode, SetupError
+from .errors import ErrorCode, InputError, SetupError
 from .params import SamplingParams
 from .prompts import fold_system_turn
 
@@ -33,8 +33,7 @@ _FALLBACK_CONTEXT = 2048
 def pick_device_and_dtype(*, device: str = "auto", dtype: str = "auto") -> tuple[torch.device, torch.dtype]:
     """The one place that chooses: CUDA with bf16 when there is a GPU; otherwise CPU with bf16.
 
-    On the 2-core CPU machines this project is built on, bf16 decodes falcon-rw-1b 1.5x faster
-    than fp32 (README, "Speed"); DTYPE=float32 is there for bit-exact comparisons.
+    bf16 measured fastest on a 2-core CPU (README, "Speed"); DTYPE=float32 is for bit-exact comparisons.
     """
     if device == "auto":
         device = "cuda" if torch.cuda.is_available() else "cpu"
@@ -73,7 +72,7 @@ class Engine:
         try:
             tokenizer = AutoTokenizer.from_pretrained(path)
             model = AutoModelForCausalLM.from_pretrained(path, dtype=dtype).to(device).eval()
-        except (OSError, ValueError, KeyError, RuntimeError) as e:
+        except (OSError, ValueError, KeyError, RuntimeError, ImportError) as e:
             raise SetupError(
                 ErrorCode.ModelLoadFailed,
                 "MODEL_ID",
@@ -102,13 +101,25 @@ class Engine:
     def render_chat(self, messages: list[dict[str, str]]) -> str:
         """The tokenizer's chat template with the assistant's turn opened."""
         try:
-            return self.tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
-        except TemplateError:
-            folded = fold_system_turn(messages)
-            if folded is messages:
-                raise
+            return self._apply_chat_template(messages)
+        except TemplateError as e:
+            error = e
+        folded = fold_system_turn(messages)
+        if folded is not messages:
             # Some templates (Gemma's, older Mistral's) raise on a system turn rather than ignore it.
-            return self.tokenizer.apply_chat_template(folded, tokenize=False, add_generation_prompt=True)
+            try:
+                return self._apply_chat_template(folded)
+            except TemplateError as e:
+                error = e
+        raise InputError(
+            ErrorCode.BadMessages,
+            "messages",
+            f"the model's chat template refused this conversation: {error}",
+            "Check the turns in `messages`, or set `prompt_template` to format the prompt yourself.",
+        ) from error
+
+    def _apply_chat_template(self, messages: list[dict[str, str]]) -> str:
+        return self.tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
 
     # Decoding ------------------------------------------------------------------------------
 

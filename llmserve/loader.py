@@ -24,7 +24,11 @@ def load_answerer(settings: Settings, *, allow_download: bool = True) -> Answere
     start = time.perf_counter()
     path = resolve_model_path(settings, allow_download=allow_download)
     engine = Engine.from_settings(settings, path)
-    name = settings.model_id if settings.is_local else f"{settings.model_id}@{settings.model_revision}"
+    name = settings.model_id
+    if not settings.is_local:
+        # A snapshot directory is named for the commit it holds: say which, when the revision is a branch.
+        resolved = "" if path.name == settings.model_revision else f" (commit {path.name})"
+        name = f"{settings.model_id}@{settings.model_revision}{resolved}"
     try:
         list(engine.generate(engine.encode("Hello"), _WARMUP))
     except Exception as e:  # any failure here means the model cannot serve; say so at boot

@@ -16,6 +16,7 @@ MAX_TEXT_CHARS = 100_000
 MAX_STOP_SEQUENCES = 16
 MAX_STOP_SEQUENCE_CHARS = 100
 MAX_SEED = 2**32 - 1
+GREEDY_BELOW = 0.01  # temperatures under this decode greedily
 
 
 @dataclass(frozen=True)
@@ -32,7 +33,7 @@ class Range:
         return int(x) if self.integer else float(x)
 
 
-# transformers' names and meanings; predict.py builds its Input(ge=..., le=...) from these.
+# transformers' names and meanings; predict.py repeats these as literals and a test keeps them equal.
 LIMITS: dict[str, Range] = {
     "max_new_tokens": Range(
         1, 4096, 128, "Most tokens to generate; the prompt plus this must fit the model's context", integer=True
@@ -41,7 +42,10 @@ LIMITS: dict[str, Range] = {
         0, 4096, 0, "Fewest tokens to generate before the end-of-text token is allowed", integer=True
     ),
     "temperature": Range(
-        0.0, 2.0, 0.7, "Sampling temperature: 0 = greedy (deterministic), < 1 = less random, > 1 = more random"
+        0.0,
+        2.0,
+        0.7,
+        "Sampling temperature: 0 = greedy (below 0.01 too), < 1 = less random, > 1 = more random",
     ),
     "top_p": Range(
         0.01,
@@ -70,7 +74,8 @@ class SamplingParams:
 
     @property
     def greedy(self) -> bool:
-        return self.temperature == 0
+        # Dividing logits by a temperature this close to 0 overflows to inf; the limit is greedy anyway.
+        return self.temperature < GREEDY_BELOW
 
 
 @dataclass(frozen=True)
@@ -216,6 +221,8 @@ def parse_messages(raw: str | None) -> tuple[ChatMessage, ...]:
         raise InputError(
             ErrorCode.BadMessages, "messages", f"is not valid JSON ({e.msg} at character {e.pos}).", fix
         ) from e
+    except RecursionError as e:
+        raise InputError(ErrorCode.BadMessages, "messages", "is nested too deeply to parse.", fix) from e
     if not isinstance(data, list):
         raise InputError(ErrorCode.BadMessages, "messages", f"must be a JSON array, got {type(data).__name__}.", fix)
     turns: list[ChatMessage] = []

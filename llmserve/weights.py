@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from fnmatch import fnmatch
 from pathlib import Path
 
 from .config import Settings
@@ -22,8 +23,9 @@ _COMMON_PATTERNS = [
     "merges.txt",
     "tokenizer.model",
 ]
-_SAFETENSORS = ["*.safetensors", "model.safetensors.index.json"]
-_PYTORCH_BIN = ["pytorch_model*.bin", "pytorch_model.bin.index.json"]
+# The names from_pretrained() loads; other files (consolidated.safetensors, fp16 copies) are not fetched.
+_SAFETENSORS = ["model.safetensors", "model-*-of-*.safetensors", "model.safetensors.index.json"]
+_PYTORCH_BIN = ["pytorch_model.bin", "pytorch_model-*-of-*.bin", "pytorch_model.bin.index.json"]
 _WEIGHT_CHOICES = (_SAFETENSORS, _PYTORCH_BIN)  # in order of preference
 
 
@@ -59,7 +61,7 @@ def download(settings: Settings) -> Path:
     try:
         info = HfApi(token=settings.hf_token).model_info(settings.model_id, revision=settings.model_revision)
         files = [s.rfilename for s in info.siblings or []]
-        weights = _SAFETENSORS if any(f.endswith(".safetensors") for f in files) else _PYTORCH_BIN
+        weights = _SAFETENSORS if any(fnmatch(f, p) for f in files for p in _SAFETENSORS[:2]) else _PYTORCH_BIN
         path = Path(
             snapshot_download(
                 settings.model_id,
@@ -74,7 +76,7 @@ def download(settings: Settings) -> Path:
     except Exception as e:  # huggingface_hub raises its own, httpx's and OS errors: all mean "not fetched"
         raise weights_not_found(settings, reason=f"{type(e).__name__}: {e}") from e
     if not _has_weights(path):
-        raise weights_not_found(settings, reason="the repo has no *.safetensors or pytorch_model*.bin files")
+        raise weights_not_found(settings, reason="the repo has no model*.safetensors or pytorch_model*.bin weights")
     return path
 
 
@@ -106,4 +108,4 @@ def weights_not_found(settings: Settings, *, reason: str) -> SetupError:
 
 
 def _has_weights(path: Path) -> bool:
-    return any(path.glob("*.safetensors")) or any(path.glob("pytorch_model*.bin"))
+    return any(any(path.glob(p)) for p in _SAFETENSORS[:2] + _PYTORCH_BIN[:2])

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import pytest
 import torch
-from transformers import AutoModelForCausalLM, LlamaConfig, LlamaForCausalLM
+from transformers import AutoModelForCausalLM
 
 from llmserve.engine import Engine, pick_device_and_dtype
+from llmserve.errors import ErrorCode, InputError
 from llmserve.params import SamplingParams
-from llmserve.tiny import build_tokenizer
 
 
 def params(**overrides) -> SamplingParams:
@@ -22,33 +22,6 @@ def params(**overrides) -> SamplingParams:
 @pytest.fixture(scope="module")
 def engine(tiny_model_dir) -> Engine:
     return Engine.load(tiny_model_dir, device=torch.device("cpu"), dtype=torch.float32)
-
-
-@pytest.fixture(scope="module")
-def llama_dir(tmp_path_factory):
-    """A tiny Llama with a chat template: the generic (non-Falcon) path."""
-    tokenizer = build_tokenizer()
-    tokenizer.chat_template = (
-        "{% for m in messages %}<|{{ m['role'] }}|>{{ m['content'] }}\n{% endfor %}"
-        "{% if add_generation_prompt %}<|assistant|>{% endif %}"
-    )
-    config = LlamaConfig(
-        vocab_size=len(tokenizer),
-        hidden_size=64,
-        intermediate_size=128,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        num_key_value_heads=2,
-        max_position_embeddings=512,
-        eos_token_id=tokenizer.eos_token_id,
-        bos_token_id=tokenizer.eos_token_id,
-        initializer_range=1.0,
-    )
-    torch.manual_seed(1)
-    out = tmp_path_factory.mktemp("tiny-llama")
-    LlamaForCausalLM(config).save_pretrained(out)
-    tokenizer.save_pretrained(out)
-    return out
 
 
 def reference_greedy(model_dir, prompt_ids, n, **kwargs):
@@ -75,11 +48,11 @@ def test_greedy_with_repetition_penalty_equals_transformers(engine, tiny_model_d
     assert ours == reference_greedy(tiny_model_dir, prompt, 20, repetition_penalty=1.3)
 
 
-def test_generic_architecture_matches_transformers(llama_dir):
-    engine = Engine.load(llama_dir, device=torch.device("cpu"), dtype=torch.float32)
+def test_generic_architecture_matches_transformers(tiny_chat_model_dir):
+    engine = Engine.load(tiny_chat_model_dir, device=torch.device("cpu"), dtype=torch.float32)
     prompt = engine.encode(PROMPTS[1])
     ours = list(engine.generate(prompt, params(max_new_tokens=20, min_new_tokens=20)))
-    assert ours == reference_greedy(llama_dir, prompt, 20)
+    assert ours == reference_greedy(tiny_chat_model_dir, prompt, 20)
     assert engine.has_chat_template and engine.context_length == 512
     rendered = engine.render_chat([{"role": "user", "content": "Hola"}])
     assert rendered == "<|user|>Hola\n<|assistant|>"
@@ -145,11 +118,25 @@ def test_bfloat16_default_runs_on_cpu(tiny_model_dir):
     assert len(list(engine.generate(engine.encode("Hola"), params(max_new_tokens=4, min_new_tokens=4)))) == 4
 
 
-def test_a_chat_template_that_refuses_the_system_role_gets_it_in_the_first_user_turn(llama_dir):
-    engine = Engine.load(llama_dir, device=torch.device("cpu"), dtype=torch.float32)
+def test_a_chat_template_that_refuses_the_system_role_gets_it_in_the_first_user_turn(tiny_chat_model_dir):
+    engine = Engine.load(tiny_chat_model_dir, device=torch.device("cpu"), dtype=torch.float32)
     engine.tokenizer.chat_template = (
         "{% if messages[0]['role'] == 'system' %}{{ raise_exception('System role not supported') }}{% endif %}"
         "{% for m in messages %}<|{{ m['role'] }}|>{{ m['content'] }}\n{% endfor %}<|assistant|>"
     )
     rendered = engine.render_chat([{"role": "system", "content": "Sé breve."}, {"role": "user", "content": "Hola"}])
     assert rendered == "<|user|>Sé breve.\n\nHola\n<|assistant|>"
+
+
+def test_a_chat_template_error_is_an_input_error(tiny_chat_model_dir):
+    engine = Engine.load(tiny_chat_model_dir, device=torch.device("cpu"), dtype=torch.float32)
+    engine.tokenizer.chat_template = "{{ raise_exception('Conversation roles must alternate') }}"
+    with pytest.raises(InputError) as info:
+        engine.render_chat([{"role": "user", "content": "Hola"}])
+    assert info.value.code is ErrorCode.BadMessages and "must alternate" in str(info.value)
+
+
+def test_a_tiny_temperature_decodes_greedily(engine):
+    prompt = engine.encode(PROMPTS[0])
+    greedy = list(engine.generate(prompt, params(min_new_tokens=24)))
+    assert list(engine.generate(prompt, params(min_new_tokens=24, temperature=1e-40))) == greedy

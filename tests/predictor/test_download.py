@@ -34,6 +34,7 @@ def repo_files(tiny_model_dir) -> dict[str, bytes]:
     # What a real repo also holds, and the download must skip: legacy weights and remote code.
     files["pytorch_model.bin"] = b"legacy weights"
     files["modeling_custom.py"] = b"print('remote code')"
+    files["consolidated.safetensors"] = b"another copy of the weights"
     files["README.md"] = b"# model card"
     return files
 

@@ -42,7 +42,6 @@ def test_answer_is_the_decoded_new_tokens_and_never_echoes_the_prompt(predictor)
     ids = list(answerer.engine.generate(prepared.prompt_ids, prepared.sampling))
     answer = "".join(run(predictor, pregunta="¿Qué es un tensor?", **GREEDY))
     assert answer == answerer.engine.decode(ids).strip()
-    assert "Question:" not in answer
 
 
 def test_greedy_is_deterministic(predictor):
@@ -97,14 +96,69 @@ def test_metrics_are_measured(predictor):
     assert stats.stop_reason == "max_new_tokens" and text
 
 
-def test_random_seed_is_reported(predictor):
-    seen = []
-    answerer = predictor.answerer
+def test_random_seed_is_reported_in_the_logs_and_metrics(predictor, caplog):
     from llmserve.params import validate_request
 
-    prepared = answerer.prepare(validate_request(pregunta="Hola", max_new_tokens=3))
+    seen = []
+    prepared = predictor.answerer.prepare(validate_request(pregunta="Hola", max_new_tokens=3))
+    with caplog.at_level("INFO", logger="llmserve.answer"):
+        list(predictor.answerer.stream(prepared, on_finish=seen.append))
+    assert f"seed={seen[0].metrics()['seed']} (random)" in caplog.text
+    assert f"model={predictor.answerer.model_name}" in caplog.text
+
+
+def test_every_metric_is_recorded_even_for_a_one_token_answer(predictor):
+    from llmserve.params import validate_request
+
+    seen = []
+    prepared = predictor.answerer.prepare(validate_request(pregunta="Hola", max_new_tokens=1, temperature=0))
+    list(predictor.answerer.stream(prepared, on_finish=seen.append))
+    metrics = seen[0].metrics()
+    assert set(metrics) == {
+        "input_token_count",
+        "output_token_count",
+        "time_to_first_token",
+        "tokens_per_second",
+        "seed",
+    }
+    assert metrics["output_token_count"] == 1 and metrics["tokens_per_second"] == 0.0
+
+
+def test_stop_reason_says_why_generation_ended(predictor):
+    from llmserve.params import validate_request
+
+    answerer = predictor.answerer
+    seen = []
+    prepared = answerer.prepare(validate_request(pregunta="Hola", max_new_tokens=30, min_new_tokens=30, temperature=0))
+    stream = answerer.stream(prepared, on_finish=seen.append)
+    next(stream)
+    stream.close()  # the client went away, or the prediction was cancelled
+    assert seen[-1].stop_reason == "interrupted"
     list(answerer.stream(prepared, on_finish=seen.append))
-    assert prepared.seed_was_random and seen[0].metrics()["seed"] == prepared.sampling.seed
+    assert seen[-1].stop_reason == "max_new_tokens"
+
+
+def test_a_tiny_temperature_answers_like_greedy(predictor):
+    greedy = run(predictor, pregunta="Hola", temperature=0.0, max_new_tokens=20)
+    assert run(predictor, pregunta="Hola", temperature=1e-40, max_new_tokens=20) == greedy
+
+
+def test_a_chat_model_gets_its_template_with_system_prompt_and_history(tiny_chat_model_dir, monkeypatch):
+    monkeypatch.setenv("MODEL_ID", str(tiny_chat_model_dir))
+    monkeypatch.setenv("DTYPE", "float32")
+    chat = Predictor()
+    chat.setup()
+    from llmserve.params import validate_request
+
+    history = json.dumps([{"role": "user", "content": "¿2+2?"}, {"role": "assistant", "content": "4"}])
+    prepared = chat.answerer.prepare(
+        validate_request(pregunta="¿Y 3+3?", system_prompt="Sé breve.", messages=history, max_new_tokens=8)
+    )
+    assert chat.answerer.engine.decode(prepared.prompt_ids) == (
+        "<|system|>Sé breve.\n<|user|>¿2+2?\n<|assistant|>4\n<|user|>¿Y 3+3?\n<|assistant|>"
+    )
+    assert prepared.stop_sequences == ()
+    assert "".join(run(chat, pregunta="¿Y 3+3?", messages=history, temperature=0, max_new_tokens=8)).strip()
 
 
 @pytest.mark.parametrize(

@@ -118,6 +118,7 @@ def test_messages_parse_into_turns():
     "raw, code, where",
     [
         ("[{", ErrorCode.BadMessages, "messages"),
+        ("[" * 50_000, ErrorCode.BadMessages, "messages"),
         ('{"role": "user"}', ErrorCode.BadMessages, "messages"),
         ('["hola"]', ErrorCode.BadMessages, "messages[0]"),
         ('[{"role": "user"}]', ErrorCode.BadMessages, "messages[0]"),
