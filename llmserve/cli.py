@@ -8,7 +8,7 @@ import os
 import sys
 from pathlib import Path
 
-from .config import PROJECT_ROOT, Settings
+from .config import PROJECT_ROOT, ServerSettings, Settings
 from .errors import LLMServeError
 
 
@@ -61,13 +61,15 @@ def _coerce(field, raw: str, parser: argparse.ArgumentParser):
 def serve(argv: list[str]) -> int:
     """Run the real Cog HTTP server (coglet) on this predictor, as the built image does."""
     parser = argparse.ArgumentParser(prog="scripts/serve", description=serve.__doc__)
-    parser.add_argument("--port", type=int, default=int(os.environ.get("PORT", "5000")))
+    parser.add_argument("--port", type=int, help="default: PORT, else 5000")
     parser.add_argument("--host", default="127.0.0.1", help="default 127.0.0.1: only this machine can connect")
     args = parser.parse_args(argv)
-    env = dict(os.environ)
-    model_id = env.get("MODEL_ID")
-    if model_id and Path(model_id).expanduser().is_dir():
-        env["MODEL_ID"] = str(Path(model_id).expanduser().resolve())  # the server runs from the project root
+    server = ServerSettings.from_env()
+    settings = Settings.from_env()
+    env = dict(os.environ)  # the server and its worker inherit the whole configuration
+    if settings.is_local:
+        env["MODEL_ID"] = str(Path(settings.model_id).expanduser().resolve())  # the server runs from the project root
+    port = args.port or server.port
     os.chdir(PROJECT_ROOT)
     from .openapi import is_schema_current, write_schema
 
@@ -76,16 +78,15 @@ def serve(argv: list[str]) -> int:
     if not is_schema_current():
         print(f"updated {write_schema()} from predict.py: commit it", flush=True)
     env.update(
-        PORT=str(args.port),
+        PORT=str(port),
+        COG_MAX_CONCURRENCY=str(server.max_concurrency),
         COG_PREDICT_TYPE_STUB="predict.py:Predictor",
         # coglet starts its worker with the `python` found first on PATH: make it this interpreter.
         PATH=os.pathsep.join([str(Path(sys.executable).parent), env.get("PATH", "")]),
         PYTHONPATH=os.pathsep.join(p for p in (str(PROJECT_ROOT), env.get("PYTHONPATH")) if p),
     )
-    env.setdefault("COG_MAX_CONCURRENCY", "1")
     print(
-        f"serving predict.py:Predictor on http://{args.host}:{args.port} "
-        f"(COG_MAX_CONCURRENCY={env['COG_MAX_CONCURRENCY']})",
+        f"serving predict.py:Predictor on http://{args.host}:{port} (COG_MAX_CONCURRENCY={server.max_concurrency})",
         flush=True,
     )
     os.execve(sys.executable, [sys.executable, "-m", "cog.server.http", "--host", args.host], env)

@@ -61,3 +61,30 @@ class Settings:
                     f"Set {name} to one of those, or unset it for 'auto'.",
                 )
         return settings
+
+
+@dataclass(frozen=True)
+class ServerSettings:
+    # Port of the Cog HTTP server that scripts/serve starts (its --port wins).
+    port: int = 5000
+    # Prediction slots (Cog's own variable): run() is synchronous, so the Cog server allows only 1.
+    max_concurrency: int = 1
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None) -> ServerSettings:
+        env = os.environ if env is None else env
+        values = {}
+        for name, field_name in (("PORT", "port"), ("COG_MAX_CONCURRENCY", "max_concurrency")):
+            raw = env.get(name) or str(getattr(cls, field_name))
+            if not raw.isdigit():
+                raise SetupError(ErrorCode.BadConfig, name, f"{raw!r} is not a whole number.", f"Set {name} to one.")
+            values[field_name] = int(raw)
+        if values["max_concurrency"] != 1:
+            raise SetupError(
+                ErrorCode.BadConfig,
+                "COG_MAX_CONCURRENCY",
+                f"is {values['max_concurrency']}, but run() is synchronous and the Cog server serves it one "
+                "prediction at a time.",
+                "Unset COG_MAX_CONCURRENCY or set it to 1; scale out with more instances.",
+            )
+        return cls(**values)

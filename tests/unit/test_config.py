@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from llmserve.config import DEFAULT_MODEL_ID, DEFAULT_MODEL_REVISION, PROJECT_ROOT, Settings
+from llmserve.config import DEFAULT_MODEL_ID, DEFAULT_MODEL_REVISION, PROJECT_ROOT, ServerSettings, Settings
 from llmserve.errors import ErrorCode, SetupError
 
 
@@ -54,10 +54,21 @@ def test_local_directory_is_detected(tmp_path: Path):
     assert not Settings.from_env({}).is_local
 
 
+def test_server_settings():
+    assert ServerSettings.from_env({}) == ServerSettings(port=5000, max_concurrency=1)
+    assert ServerSettings.from_env({"PORT": "5077"}).port == 5077
+    with pytest.raises(SetupError) as info:
+        ServerSettings.from_env({"COG_MAX_CONCURRENCY": "4"})
+    assert info.value.field == "COG_MAX_CONCURRENCY" and "synchronous" in str(info.value)
+    with pytest.raises(SetupError):
+        ServerSettings.from_env({"PORT": "http"})
+
+
 def test_only_config_reads_the_environment():
     offenders = [
         p.name
         for p in (PROJECT_ROOT / "llmserve").glob("*.py")
+        # cli.py only copies the environment into the Cog server's process.
         if p.name not in ("config.py", "cli.py") and "os.environ" in p.read_text()
     ]
     assert offenders == []
