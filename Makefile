@@ -1,5 +1,6 @@
 # The two commands of the README: `make predict PREGUNTA="..."` and `make test`.
-PYTHON ?= python3
+# The Python of the image (cog.yaml); plain python3 where no python3.11 is on PATH.
+PYTHON ?= $(shell command -v python3.11 || command -v python3)
 VENV := .venv
 PY := $(VENV)/bin/python
 PREGUNTA ?= ¿Cuál es la capital de Francia?

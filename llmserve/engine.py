@@ -183,8 +183,7 @@ def _context_length(config, tokenizer) -> int:
 def _eos_token_ids(model, tokenizer) -> frozenset[int]:
     """The tokenizer's EOS, plus the generation config's EOS ids that are special tokens.
 
-    Some configs derived from falcon-rw-1b name id 2 as EOS, an ordinary token ('#') in its GPT-2
-    vocabulary; trusting it would cut answers short, so only special tokens are taken from there.
+    Some configs derived from falcon-rw-1b name id 2 ('#' in its GPT-2 vocabulary) as EOS.
     """
     ids = {tokenizer.eos_token_id} if tokenizer.eos_token_id is not None else set()
     configured = getattr(getattr(model, "generation_config", None), "eos_token_id", None)

@@ -1,8 +1,6 @@
-"""The OpenAPI schema `cog build` would write to .cog/openapi_schema.json, made from predict.py.
+"""The .cog/openapi_schema.json that `cog build` writes, made here from predict.py's real signature.
 
-The Cog server (coglet) validates inputs, serves /openapi.json and allows SSE only when that file
-exists. `cog build` generates it with Cog's Go tool, which is not on PyPI; this module produces the
-same document from the predictor's real signature so a server run from source behaves like the image.
+The Cog server validates inputs, serves /openapi.json and allows SSE only when that file exists.
 """
 
 from __future__ import annotations

@@ -8,11 +8,9 @@ REPLACEMENT_CHAR = "\ufffd"
 
 
 class IncrementalDecoder:
-    """Decodes a growing list of token ids into text deltas.
+    """Decodes a growing list of token ids into text deltas, holding back a split UTF-8 character.
 
-    Byte-level tokens can split a UTF-8 character; while the decoded tail ends in U+FFFD the
-    delta is held back until the next token completes it (as text-generation-inference does).
-    Decoding a few earlier tokens along with the new ones keeps tokenizers' spacing right.
+    As in text-generation-inference: decoding from a few tokens back keeps tokenizers' spacing right.
     """
 
     def __init__(self, decode: Callable[[Sequence[int]], str]) -> None:

@@ -50,7 +50,7 @@ class FakeHub:
 def serve_fake_hub(hub: FakeHub) -> Iterator[FakeHub]:
     class Handler(BaseHTTPRequestHandler):
         def log_message(self, *args) -> None:
-            pass
+            """Keep the test output free of access logs."""
 
         def _answer(self, with_body: bool) -> None:
             path = unquote(urlparse(self.path).path)
