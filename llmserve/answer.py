@@ -115,7 +115,6 @@ class Answerer:
         prepared: Prepared,
         *,
         on_finish: Callable[[Stats], None] | None = None,
-        clock: Callable[[], float] = time.perf_counter,
     ) -> Iterator[str]:
         """Yield the answer's text as it is generated; `on_finish` gets the stats, even if cut short."""
         stats = Stats(seed=prepared.sampling.seed, input_token_count=len(prepared.prompt_ids))
@@ -130,11 +129,11 @@ class Answerer:
         )
         text = AnswerText(self.engine.decode, prepared.stop_sequences)
         tokens = self.engine.generate(prepared.prompt_ids, prepared.sampling)
-        start = clock()
+        start = time.perf_counter()
         first = None
         try:
             for token_id in tokens:
-                now = clock()
+                now = time.perf_counter()
                 if first is None:
                     first = now
                     stats.time_to_first_token = now - start
@@ -144,13 +143,12 @@ class Answerer:
                 if chunk:
                     yield chunk
                 if text.stopped:
-                    stats.stop_reason = "stop_sequence"
                     break
             else:
                 full = stats.output_token_count == prepared.sampling.max_new_tokens
                 stats.stop_reason = "max_new_tokens" if full else "eos"
                 if first is None:  # EOS came first: it is the first token, though not part of the answer
-                    stats.time_to_first_token = clock() - start
+                    stats.time_to_first_token = time.perf_counter() - start
             tail = text.finish()
             if text.stopped:
                 stats.stop_reason = "stop_sequence"

@@ -29,6 +29,15 @@ def run(predictor: Predictor, **inputs) -> list[str]:
 GREEDY = dict(temperature=0.0, max_new_tokens=40)
 
 
+def stop_from(text: str, start: int, length: int) -> tuple[str, str]:
+    """A stop sequence cut from `text` (no spaces at its ends, which the parser trims), and it escaped."""
+    i = next(
+        i for i in range(start, len(text) - length) if not text[i].isspace() and not text[i + length - 1].isspace()
+    )
+    stop = text[i : i + length]
+    return stop, stop.replace("\\", "\\\\").replace(",", "\\,")
+
+
 def test_answer_streams_in_several_chunks(predictor):
     chunks = run(predictor, pregunta="¿Cuál es la capital de Francia?", **GREEDY)
     assert len(chunks) > 3 and all(isinstance(c, str) and c for c in chunks)
@@ -59,9 +68,8 @@ def test_same_seed_gives_the_same_sampled_answer(predictor):
 
 def test_stop_sequence_ends_the_answer_exactly(predictor):
     full = "".join(run(predictor, pregunta="Dime una frase", **GREEDY))
-    stop = full[10:14]  # four characters from the middle: most likely spans token boundaries
-    assert stop.strip(), f"pick another slice of {full!r}"
-    cut = "".join(run(predictor, pregunta="Dime una frase", stop_sequences=stop.replace(",", "\\,"), **GREEDY))
+    stop, escaped = stop_from(full, 10, 4)  # four characters from the middle: most likely spans tokens
+    cut = "".join(run(predictor, pregunta="Dime una frase", stop_sequences=escaped, **GREEDY))
     assert cut == full[: full.index(stop)].rstrip()
     assert stop not in cut
 
@@ -134,8 +142,14 @@ def test_stop_reason_says_why_generation_ended(predictor):
     next(stream)
     stream.close()  # the client went away, or the prediction was cancelled
     assert seen[-1].stop_reason == "interrupted"
-    list(answerer.stream(prepared, on_finish=seen.append))
+    full = "".join(answerer.stream(prepared, on_finish=seen.append))
     assert seen[-1].stop_reason == "max_new_tokens"
+    stop, escaped = stop_from(full, 8, 3)
+    stopped = answerer.prepare(
+        validate_request(pregunta="Hola", max_new_tokens=30, min_new_tokens=30, temperature=0, stop_sequences=escaped)
+    )
+    assert "".join(answerer.stream(stopped, on_finish=seen.append)) == full[: full.index(stop)].rstrip()
+    assert seen[-1].stop_reason == "stop_sequence"
 
 
 def test_a_tiny_temperature_answers_like_greedy(predictor):
