@@ -6,7 +6,7 @@ import logging
 import random
 import time
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Protocol
 
 from .errors import ErrorCode, InputError
@@ -65,7 +65,7 @@ class Prepared:
     prompt_ids: list[int]
     stop_sequences: tuple[str, ...]
     sampling: SamplingParams
-    seed_was_random: bool = field(default=False)
+    seed_was_random: bool = False
 
 
 class Answerer:

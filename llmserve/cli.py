@@ -20,14 +20,12 @@ def predict(argv: list[str]) -> int:
         "-i", "--input", action="append", default=[], metavar="NAME=VALUE", help="any other input of the predictor"
     )
     args = parser.parse_args(argv)
-    from cog import _inspector
-
     from predict import Predictor
 
-    from .openapi import input_defaults
+    from .openapi import input_defaults, predictor_inputs
 
-    fields = _inspector.create_predictor("predict", "Predictor").inputs
-    inputs = input_defaults()
+    fields = predictor_inputs()
+    inputs = input_defaults(fields)
     inputs["pregunta"] = args.pregunta
     for item in args.input:
         name, sep, raw = item.partition("=")
@@ -100,12 +98,7 @@ def download_weights(argv: list[str]) -> int:
     from .weights import download, local_model_path
 
     settings = Settings.from_env()
-    try:
-        path = local_model_path(settings) or download(settings)
-    except LLMServeError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    print(path)
+    print(local_model_path(settings) or download(settings))  # main() reports an LLMServeError
     return 0
 
 

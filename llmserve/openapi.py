@@ -84,11 +84,16 @@ def build_schema(module_name: str = "predict", class_name: str = "Predictor") ->
     }
 
 
-def input_defaults(module_name: str = "predict", class_name: str = "Predictor") -> dict[str, Any]:
-    """Each input's default, as the Cog server fills them in for a request that leaves them out."""
+def predictor_inputs(module_name: str = "predict", class_name: str = "Predictor") -> dict[str, Any]:
+    """The run() inputs as Cog's SDK reads them: name -> InputField."""
     from cog import _inspector
 
-    inputs = _inspector.create_predictor(module_name, class_name).inputs
+    return _inspector.create_predictor(module_name, class_name).inputs
+
+
+def input_defaults(inputs: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Each input's default, as the Cog server fills them in for a request that leaves them out."""
+    inputs = predictor_inputs() if inputs is None else inputs
     return {name: f.default for name, f in inputs.items() if f.default is not None or _is_optional(f)}
 
 
