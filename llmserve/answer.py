@@ -110,57 +110,84 @@ class Answerer:
             )
         raise InputError(ErrorCode.PromptTooLong, "pregunta", problem, fix)
 
-    def stream(
-        self,
-        prepared: Prepared,
-        *,
-        on_finish: Callable[[Stats], None] | None = None,
-    ) -> Iterator[str]:
-        """Yield the answer's text as it is generated; `on_finish` gets the stats, even if cut short."""
-        stats = Stats(seed=prepared.sampling.seed, input_token_count=len(prepared.prompt_ids))
+    def stream(self, prepared: Prepared, *, on_finish: Callable[[Stats], None] | None = None) -> Iterator[str]:
+        """The answer's text as it is generated; `on_finish` gets the stats, even if cut short.
+
+        Logs its start now, in the caller's context (Cog's per-prediction log capture), not on first use.
+        """
+        return self._stream(_Answer(self, prepared, on_finish))
+
+    def _stream(self, answer: _Answer) -> Iterator[str]:
+        prepared = answer.prepared
+        tokens = self.engine.generate(prepared.prompt_ids, prepared.sampling)
+        try:
+            for token_id in tokens:
+                if chunk := answer.push(token_id):
+                    yield chunk
+                if answer.stopped:
+                    break
+            else:
+                answer.exhausted()
+            if tail := answer.finish():
+                yield tail
+        finally:
+            tokens.close()
+            answer.close()
+
+
+class _Answer:
+    """One answer's text and stats as its tokens arrive."""
+
+    def __init__(self, answerer: Answerer, prepared: Prepared, on_finish: Callable[[Stats], None] | None) -> None:
+        self.prepared = prepared
+        self.on_finish = on_finish
+        self.stats = stats = Stats(seed=prepared.sampling.seed, input_token_count=len(prepared.prompt_ids))
         logger.info(
             "generating: model=%s seed=%d%s input_tokens=%d max_new_tokens=%d temperature=%s",
-            self.model_name,
+            answerer.model_name,
             stats.seed,
             " (random)" if prepared.seed_was_random else "",
             stats.input_token_count,
             prepared.sampling.max_new_tokens,
             prepared.sampling.temperature,
         )
-        text = AnswerText(self.engine.decode, prepared.stop_sequences)
-        tokens = self.engine.generate(prepared.prompt_ids, prepared.sampling)
-        start = time.perf_counter()
-        first = None
-        try:
-            for token_id in tokens:
-                now = time.perf_counter()
-                if first is None:
-                    first = now
-                    stats.time_to_first_token = now - start
-                stats.output_token_count += 1
-                stats.decode_seconds = now - first
-                chunk = text.push(token_id)
-                if chunk:
-                    yield chunk
-                if text.stopped:
-                    break
-            else:
-                full = stats.output_token_count == prepared.sampling.max_new_tokens
-                stats.stop_reason = "max_new_tokens" if full else "eos"
-                if first is None:  # EOS came first: it is the first token, though not part of the answer
-                    stats.time_to_first_token = time.perf_counter() - start
-            tail = text.finish()
-            if text.stopped:
-                stats.stop_reason = "stop_sequence"
-            if tail:
-                yield tail
-        finally:
-            tokens.close()
-            logger.info(
-                "finished: stop=%s output_tokens=%d tokens_per_second=%.2f",
-                stats.stop_reason,
-                stats.output_token_count,
-                stats.tokens_per_second,
-            )
-            if on_finish is not None:
-                on_finish(stats)
+        self.text = AnswerText(answerer.engine.decode, prepared.stop_sequences)
+        self.start = time.perf_counter()
+        self.first: float | None = None
+
+    @property
+    def stopped(self) -> bool:
+        return self.text.stopped
+
+    def push(self, token_id: int) -> str:
+        now = time.perf_counter()
+        if self.first is None:
+            self.first = now
+            self.stats.time_to_first_token = now - self.start
+        self.stats.output_token_count += 1
+        self.stats.decode_seconds = now - self.first
+        return self.text.push(token_id)
+
+    def exhausted(self) -> None:
+        """The engine ended the answer: max_new_tokens, or EOS."""
+        full = self.stats.output_token_count == self.prepared.sampling.max_new_tokens
+        self.stats.stop_reason = "max_new_tokens" if full else "eos"
+        if self.first is None:  # EOS came first: it is the first token, though not part of the answer
+            self.stats.time_to_first_token = time.perf_counter() - self.start
+
+    def finish(self) -> str:
+        tail = self.text.finish()
+        if self.text.stopped:
+            self.stats.stop_reason = "stop_sequence"
+        return tail
+
+    def close(self) -> None:
+        stats = self.stats
+        logger.info(
+            "finished: stop=%s output_tokens=%d tokens_per_second=%.2f",
+            stats.stop_reason,
+            stats.output_token_count,
+            stats.tokens_per_second,
+        )
+        if self.on_finish is not None:
+            self.on_finish(stats)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import asyncio
 import logging
 import os
 import sys
@@ -35,7 +36,8 @@ def predict(argv: list[str]) -> int:
     predictor = Predictor()
     try:
         predictor.setup()
-        for chunk in predictor.run(**inputs):
+        # run() is a coroutine (so that Cog can serve several at once) that returns the text stream.
+        for chunk in asyncio.run(predictor.run(**inputs)):
             print(chunk, end="", flush=True)
     except LLMServeError as e:
         print(f"\nerror: {e}", file=sys.stderr)
@@ -77,14 +79,14 @@ def serve(argv: list[str]) -> int:
         print(f"updated {write_schema()} from predict.py: commit it", flush=True)
     env.update(
         PORT=str(port),
-        COG_MAX_CONCURRENCY=str(server.max_concurrency),
+        COG_MAX_CONCURRENCY=str(settings.max_concurrency),
         COG_PREDICT_TYPE_STUB="predict.py:Predictor",
         # coglet starts its worker with the `python` found first on PATH: make it this interpreter.
         PATH=os.pathsep.join([str(Path(sys.executable).parent), env.get("PATH", "")]),
         PYTHONPATH=os.pathsep.join(p for p in (str(PROJECT_ROOT), env.get("PYTHONPATH")) if p),
     )
     print(
-        f"serving predict.py:Predictor on http://{args.host}:{port} (COG_MAX_CONCURRENCY={server.max_concurrency})",
+        f"serving predict.py:Predictor on http://{args.host}:{port} (COG_MAX_CONCURRENCY={settings.max_concurrency})",
         flush=True,
     )
     os.execve(sys.executable, [sys.executable, "-m", "cog.server.http", "--host", args.host], env)
@@ -92,13 +94,19 @@ def serve(argv: list[str]) -> int:
 
 
 def download_weights(argv: list[str]) -> int:
-    """Fetch MODEL_ID at MODEL_REVISION into WEIGHTS_DIR (only config, tokenizer and weights)."""
+    """Fetch MODEL_ID at MODEL_REVISION (and MODERATION_MODEL, if set) into WEIGHTS_DIR."""
     parser = argparse.ArgumentParser(prog="scripts/download_weights", description=download_weights.__doc__)
     parser.parse_args(argv)
     from .weights import download, local_model_path
 
     settings = Settings.from_env()
-    print(local_model_path(settings) or download(settings))  # main() reports an LLMServeError
+    wanted = [settings]
+    if settings.moderation_model:
+        from .guard_model import guard_settings
+
+        wanted.append(guard_settings(settings))
+    for model in wanted:
+        print(local_model_path(model) or download(model))  # main() reports an LLMServeError
     return 0
 
 

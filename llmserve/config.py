@@ -17,6 +17,10 @@ DEFAULT_MODEL_ID = "tiiuae/falcon-rw-1b"
 DEFAULT_MODEL_REVISION = "e4b9872bb803165eb22f0a867d4e6a64d34fce19"
 DTYPES = ("auto", "float32", "bfloat16", "float16")
 DEVICES = ("auto", "cpu", "cuda")
+ENGINES = ("auto", "fast", "transformers")
+COMPILE_MODES = ("auto", "on", "off")
+MODERATION_MODES = ("off", "input", "output", "both")
+DEFAULT_MODERATION_RULES = PROJECT_ROOT / "llmserve" / "data" / "moderation_rules.yaml"
 
 
 @dataclass(frozen=True)
@@ -33,6 +37,21 @@ class Settings:
     weights_dir: Path = PROJECT_ROOT / "weights"
     # Only needed for gated or private models.
     hf_token: str | None = None
+    # Cog's own variable: prediction slots, and so the batch the engine decodes at once. `cog build` bakes
+    # predict.py's @cog.concurrent(max=32) into the image; elsewhere it defaults to 1, as in Cog.
+    max_concurrency: int = 1
+    # "auto" = the fast static-cache path for Falcon-RW (ALiBi) models, transformers for the rest.
+    engine: str = "auto"
+    # CUDA graphs through torch.compile for the fast path's decode step: "auto" = on CUDA only.
+    compile: str = "auto"
+    # What the moderation stage checks (llmserve.moderation): the question, the answer as it streams, or both.
+    moderation: str = "both"
+    # Per-category patterns in Spanish and English; point it at your own file to extend or replace them.
+    moderation_rules: Path = DEFAULT_MODERATION_RULES
+    # A Llama Guard style classifier (hub id or local dir), run after the rules; empty = rules only.
+    moderation_model: str = ""
+    # Its commit, tag or branch on the hub; pin a commit for reproducible images.
+    moderation_model_revision: str = "main"
 
     @property
     def is_local(self) -> bool:
@@ -51,40 +70,89 @@ class Settings:
             device=(env.get("DEVICE") or "auto").lower(),
             weights_dir=Path(env.get("WEIGHTS_DIR") or cls.weights_dir).expanduser(),
             hf_token=env.get("HF_TOKEN") or None,
+            max_concurrency=_whole_number(env, "COG_MAX_CONCURRENCY", cls.max_concurrency),
+            engine=(env.get("ENGINE") or "auto").lower(),
+            compile=(env.get("COMPILE") or "auto").lower(),
+            moderation=(env.get("MODERATION") or "both").lower(),
+            moderation_rules=Path(env.get("MODERATION_RULES") or DEFAULT_MODERATION_RULES).expanduser(),
+            moderation_model=env.get("MODERATION_MODEL") or "",
+            moderation_model_revision=env.get("MODERATION_MODEL_REVISION") or "main",
         )
-        for name, value, allowed in (("DTYPE", settings.dtype, DTYPES), ("DEVICE", settings.device, DEVICES)):
+        for name, value, allowed in (
+            ("DTYPE", settings.dtype, DTYPES),
+            ("DEVICE", settings.device, DEVICES),
+            ("ENGINE", settings.engine, ENGINES),
+            ("COMPILE", settings.compile, COMPILE_MODES),
+            ("MODERATION", settings.moderation, MODERATION_MODES),
+        ):
             if value not in allowed:
+                default = "'both'" if name == "MODERATION" else "'auto'"
                 raise SetupError(
                     ErrorCode.BadConfig,
                     name,
                     f"{value!r} is not one of {', '.join(allowed)}.",
-                    f"Set {name} to one of those, or unset it for 'auto'.",
+                    f"Set {name} to one of those, or unset it for {default}.",
                 )
         return settings
+
+
+def _whole_number(env: Mapping[str, str], name: str, default: int) -> int:
+    raw = env.get(name) or str(default)
+    if not raw.isdigit() or int(raw) < 1:
+        problem = f"{raw!r} is not a whole number of at least 1."
+        raise SetupError(ErrorCode.BadConfig, name, problem, f"Set {name} to one.")
+    return int(raw)
 
 
 @dataclass(frozen=True)
 class ServerSettings:
     # Port of the Cog HTTP server that scripts/serve starts (its --port wins).
     port: int = 5000
-    # Prediction slots (Cog's own variable): run() is synchronous, so the Cog server allows only 1.
-    max_concurrency: int = 1
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> ServerSettings:
         env = os.environ if env is None else env
-        values = {}
-        for name, field_name in (("PORT", "port"), ("COG_MAX_CONCURRENCY", "max_concurrency")):
-            raw = env.get(name) or str(getattr(cls, field_name))
-            if not raw.isdigit():
-                raise SetupError(ErrorCode.BadConfig, name, f"{raw!r} is not a whole number.", f"Set {name} to one.")
-            values[field_name] = int(raw)
-        if values["max_concurrency"] != 1:
-            raise SetupError(
-                ErrorCode.BadConfig,
-                "COG_MAX_CONCURRENCY",
-                f"is {values['max_concurrency']}, but run() is synchronous and the Cog server serves it one "
-                "prediction at a time.",
-                "Unset COG_MAX_CONCURRENCY or set it to 1; scale out with more instances.",
-            )
-        return cls(**values)
+        return cls(port=_whole_number(env, "PORT", cls.port))
+
+
+@dataclass(frozen=True)
+class ReplicateSettings:
+    # Replicate API token (https://replicate.com/account/api-tokens); the replicate library sends it.
+    api_token: str | None = None
+    # The replicate library's own override of https://api.replicate.com; tests point it at 127.0.0.1.
+    base_url: str | None = None
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None) -> ReplicateSettings:
+        env = os.environ if env is None else env
+        return cls(api_token=env.get("REPLICATE_API_TOKEN") or None, base_url=env.get("REPLICATE_BASE_URL") or None)
+
+
+@dataclass(frozen=True)
+class JudgeSettings:
+    # Bearer token for an OpenAI-compatible judge (scripts/evaluate --judge openai:MODEL); local servers
+    # such as vLLM or Ollama need none.
+    openai_api_key: str | None = None
+    # The judge's endpoint when --judge-base-url is not given; the same variable the openai library reads.
+    openai_base_url: str = "https://api.openai.com/v1"
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None) -> JudgeSettings:
+        env = os.environ if env is None else env
+        return cls(
+            openai_api_key=env.get("OPENAI_API_KEY") or None,
+            openai_base_url=env.get("OPENAI_BASE_URL") or cls.openai_base_url,
+        )
+
+
+@dataclass(frozen=True)
+class DockerSettings:
+    # Docker's client configuration directory (Docker's own variable): `cog login` records the r8.im login in
+    # its config.json, or in the credential store that file names.
+    config_dir: Path = Path.home() / ".docker"
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None) -> DockerSettings:
+        env = os.environ if env is None else env
+        home = Path(env["HOME"]) if env.get("HOME") else Path.home()
+        return cls(config_dir=Path(env.get("DOCKER_CONFIG") or home / ".docker").expanduser())

@@ -3,24 +3,20 @@
 from __future__ import annotations
 
 import logging
+import queue
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 import torch
 from jinja2 import TemplateError
-from transformers import AutoModelForCausalLM, AutoTokenizer, DynamicCache, LogitsProcessorList
-from transformers.generation.logits_process import (
-    MinNewTokensLengthLogitsProcessor,
-    RepetitionPenaltyLogitsProcessor,
-    TemperatureLogitsWarper,
-    TopKLogitsWarper,
-    TopPLogitsWarper,
-)
+from transformers import AutoModelForCausalLM, AutoTokenizer, DynamicCache
 
+from . import falcon
 from .config import Settings
 from .errors import ErrorCode, InputError, SetupError
 from .params import SamplingParams
 from .prompts import fold_system_turn
+from .scheduler import Backend, Event, Scheduler
 
 logger = logging.getLogger(__name__)
 
@@ -48,19 +44,80 @@ def pick_device_and_dtype(*, device: str = "auto", dtype: str = "auto") -> tuple
     return torch.device(device), chosen
 
 
-class Engine:
-    """A causal LM and its tokenizer, ready to decode one request at a time."""
+def pick_backend(model, *, kind: str, slots: int, max_length: int, compile: str) -> Backend:
+    """The fast Falcon-RW path when the model has that layout (ENGINE=auto|fast), else transformers' own."""
+    if kind == "fast" and not falcon.supports(model.config):
+        raise SetupError(
+            ErrorCode.BadConfig,
+            "ENGINE",
+            f"is 'fast', but the fast path only runs Falcon-RW (ALiBi) models, not {model.config.model_type!r}.",
+            "Unset ENGINE (auto picks the path) or set ENGINE=transformers.",
+        )
+    device = next(model.parameters()).device
+    if kind != "transformers" and falcon.supports(model.config):
+        use_compile = compile == "on" or (compile == "auto" and device.type == "cuda")
+        return falcon.FalconRWStatic(model, slots=slots, max_length=max_length, compile=use_compile)
+    return TransformersSlots(model, slots=slots)
 
-    def __init__(self, model, tokenizer, *, device: torch.device, dtype: torch.dtype) -> None:
+
+class TransformersSlots:
+    """The generic path: any causal LM through transformers, one DynamicCache per slot, a forward per row."""
+
+    def __init__(self, model, *, slots: int) -> None:
+        self.model = model
+        self.slots = slots
+        self.device = next(model.parameters()).device
+        self.vocab_size = model.get_output_embeddings().weight.shape[0]
+        self._caches: list[DynamicCache | None] = [None] * slots
+
+    @torch.inference_mode()
+    def prefill(self, slot: int, prompt_ids: Sequence[int]) -> torch.Tensor:
+        cache = DynamicCache(config=self.model.config)
+        ids = torch.tensor([list(prompt_ids)], dtype=torch.int64, device=self.device)
+        logits = self.model(input_ids=ids, past_key_values=cache, use_cache=True).logits
+        self._caches[slot] = cache
+        return logits[0, -1].float()
+
+    @torch.inference_mode()
+    def decode(self, tokens: torch.Tensor, rows: int) -> torch.Tensor:
+        logits = torch.zeros(rows, self.vocab_size, dtype=torch.float32, device=self.device)
+        for row, cache in enumerate(self._caches[:rows]):
+            if cache is not None:
+                out = self.model(input_ids=tokens[row].view(1, 1), past_key_values=cache, use_cache=True).logits
+                logits[row] = out[0, -1].float()
+        return logits
+
+    def release(self, slot: int) -> None:
+        self._caches[slot] = None
+
+    def warm_up(self) -> None:
+        """Nothing to compile on this path."""
+
+
+class Engine:
+    """A causal LM and its tokenizer, decoding many requests at once through a slot scheduler."""
+
+    def __init__(self, model, tokenizer, *, device: torch.device, dtype: torch.dtype, backend: Backend) -> None:
         self.model = model
         self.tokenizer = tokenizer
         self.device = device
         self.dtype = dtype
         self.context_length = _context_length(model.config, tokenizer)
         self.eos_token_ids = _eos_token_ids(model, tokenizer)
+        self.backend = backend
+        self.scheduler = Scheduler(backend, eos_token_ids=self.eos_token_ids)
 
     @classmethod
-    def load(cls, path: Path, *, device: torch.device, dtype: torch.dtype) -> Engine:
+    def load(
+        cls,
+        path: Path,
+        *,
+        device: torch.device,
+        dtype: torch.dtype,
+        slots: int = 1,
+        kind: str = "auto",
+        compile: str = "auto",
+    ) -> Engine:
         """Load model and tokenizer from a local directory (see weights.resolve_model_path)."""
         if not (path / "config.json").is_file():
             raise SetupError(
@@ -79,12 +136,28 @@ class Engine:
                 f"could not load a causal LM from {path}: {type(e).__name__}: {e}",
                 "MODEL_ID must name a Hugging Face causal language model that this transformers version supports.",
             ) from e
-        return cls(model, tokenizer, device=device, dtype=dtype)
+        max_length = _context_length(model.config, tokenizer)
+        backend = pick_backend(model, kind=kind, slots=slots, max_length=max_length, compile=compile)
+        return cls(model, tokenizer, device=device, dtype=dtype, backend=backend)
 
     @classmethod
     def from_settings(cls, settings: Settings, path: Path) -> Engine:
         device, dtype = pick_device_and_dtype(device=settings.device, dtype=settings.dtype)
-        return cls.load(path, device=device, dtype=dtype)
+        return cls.load(
+            path,
+            device=device,
+            dtype=dtype,
+            slots=settings.max_concurrency,
+            kind=settings.engine,
+            compile=settings.compile,
+        )
+
+    @property
+    def backend_name(self) -> str:
+        return type(self.backend).__name__
+
+    def close(self) -> None:
+        self.scheduler.close()
 
     # Text <-> ids --------------------------------------------------------------------------
 
@@ -124,48 +197,16 @@ class Engine:
     # Decoding ------------------------------------------------------------------------------
 
     def generate(self, prompt_ids: Sequence[int], params: SamplingParams) -> Iterator[int]:
-        """Yield new token ids one at a time until EOS or max_new_tokens; EOS is not yielded.
-
-        Stopping early is the caller's choice: closing the iterator frees the cache.
-        """
-        input_ids = torch.tensor([list(prompt_ids)], dtype=torch.long, device=self.device)
-        processors = self._processors(params, prompt_length=input_ids.shape[1])
-        generator = torch.Generator(device=self.device).manual_seed(params.seed)
-        cache = DynamicCache(config=self.model.config)
-        step_input = input_ids
-        for _ in range(params.max_new_tokens):
-            with torch.inference_mode():
-                logits = self.model(input_ids=step_input, past_key_values=cache, use_cache=True).logits
-                scores = processors(input_ids, logits[:, -1, :].float())
-                if params.greedy:
-                    token = scores.argmax(dim=-1, keepdim=True)
-                else:
-                    token = torch.multinomial(scores.softmax(dim=-1), num_samples=1, generator=generator)
-                input_ids = torch.cat([input_ids, token], dim=-1)
-            token_id = int(token)
-            if token_id in self.eos_token_ids:
-                return
-            yield token_id
-            step_input = token
-
-    def _processors(self, params: SamplingParams, *, prompt_length: int) -> LogitsProcessorList:
-        processors = LogitsProcessorList()
-        if params.repetition_penalty != 1.0:
-            processors.append(RepetitionPenaltyLogitsProcessor(float(params.repetition_penalty)))
-        if params.min_new_tokens > 0 and self.eos_token_ids:
-            processors.append(
-                MinNewTokensLengthLogitsProcessor(
-                    prompt_length, params.min_new_tokens, sorted(self.eos_token_ids), device=str(self.device)
-                )
-            )
-        if not params.greedy:
-            if params.temperature != 1.0:
-                processors.append(TemperatureLogitsWarper(float(params.temperature)))
-            if params.top_k > 0:
-                processors.append(TopKLogitsWarper(params.top_k))
-            if params.top_p < 1.0:
-                processors.append(TopPLogitsWarper(float(params.top_p)))
-        return processors
+        """Yield new token ids until EOS or max_new_tokens; EOS is not yielded. Closing it frees the slot."""
+        events: queue.SimpleQueue[Event] = queue.SimpleQueue()
+        job = self.scheduler.submit(prompt_ids, params, events.put)
+        try:
+            while (event := events.get()) is not None:
+                if isinstance(event, BaseException):
+                    raise event
+                yield event
+        finally:
+            self.scheduler.cancel(job)
 
 
 def _context_length(config, tokenizer) -> int:

@@ -16,11 +16,28 @@ class ErrorCode(StrEnum):
     MinAboveMax = "E1007"
     BadStopSequences = "E1008"
     TextTooLong = "E1009"
+    ContentBlocked = "E1010"  # refused by the moderation policy (llmserve.moderation)
     # Configuration and model loading: raised by setup().
     BadConfig = "E2001"
     WeightsNotFound = "E2002"
     ModelLoadFailed = "E2003"
     WarmupFailed = "E2004"
+    # scripts/evaluate: its dataset, target and judge, checked before the first question.
+    BadDataset = "E3001"
+    BadEvalTarget = "E3002"
+    BadJudge = "E3003"
+    # scripts/push and scripts/deploy: tools, logins and names, checked before anything is sent.
+    ToolMissing = "E4001"
+    NotLoggedIn = "E4002"
+    BadModelRef = "E4003"
+    MissingApiToken = "E4004"
+    BadDeployment = "E4005"
+    # Moderation of the answer: raised while streaming, once the output filter has stopped it.
+    OutputBlocked = "E5001"
+    # scripts/loadtest: its target and options, checked before the first request, and the server it loads.
+    BadLoadTarget = "E6001"
+    BadLoadOption = "E6002"
+    ServerNotReady = "E6003"
 
 
 class LLMServeError(Exception):
@@ -40,3 +57,19 @@ class InputError(LLMServeError, ValueError):
 
 class SetupError(LLMServeError, RuntimeError):
     """The model cannot be configured, found or loaded; the server fails setup."""
+
+
+class EvalError(LLMServeError, RuntimeError):
+    """scripts/evaluate cannot start: a bad dataset, target or judge."""
+
+
+class PublishError(LLMServeError, RuntimeError):
+    """scripts/push or scripts/deploy cannot go ahead: a missing tool, login or token, or a bad argument."""
+
+
+class ModerationError(LLMServeError, RuntimeError):
+    """The answer was stopped mid-stream by the moderation policy; nothing that triggered it was emitted."""
+
+
+class LoadTestError(LLMServeError, ValueError):
+    """scripts/loadtest cannot start: a bad target or option, or a server that is not ready."""

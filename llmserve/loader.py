@@ -31,6 +31,7 @@ def load_answerer(settings: Settings, *, allow_download: bool = True) -> Answere
         name = f"{settings.model_id}@{settings.model_revision}{resolved}"
     try:
         list(engine.generate(engine.encode("Hello"), _WARMUP))
+        engine.backend.warm_up()
     except Exception as e:  # any failure here means the model cannot serve; say so at boot
         raise SetupError(
             ErrorCode.WarmupFailed,
@@ -39,12 +40,14 @@ def load_answerer(settings: Settings, *, allow_download: bool = True) -> Answere
             "Check that MODEL_ID is a causal LM and that DTYPE and DEVICE suit this machine (try DTYPE=float32).",
         ) from e
     logger.info(
-        "ready: model=%s path=%s device=%s dtype=%s context=%d tokens, setup took %.1fs",
+        "ready: model=%s path=%s device=%s dtype=%s context=%d tokens engine=%s slots=%d, setup took %.1fs",
         name,
         path,
         engine.device,
         str(engine.dtype).removeprefix("torch."),
         engine.context_length,
+        engine.backend_name,
+        engine.backend.slots,
         time.perf_counter() - start,
     )
     return Answerer(engine, model_name=name)

@@ -10,7 +10,25 @@ import pytest
 ROOT = Path(__file__).resolve().parent.parent
 
 # Every variable llmserve.config reads; tests set what they need through monkeypatch.
-CONFIG_VARS = ("MODEL_ID", "MODEL_REVISION", "DTYPE", "DEVICE", "WEIGHTS_DIR", "HF_TOKEN")
+CONFIG_VARS = (
+    "MODEL_ID",
+    "MODEL_REVISION",
+    "DTYPE",
+    "DEVICE",
+    "WEIGHTS_DIR",
+    "HF_TOKEN",
+    "ENGINE",
+    "COMPILE",
+    "MODERATION",
+    "MODERATION_RULES",
+    "MODERATION_MODEL",
+    "MODERATION_MODEL_REVISION",
+    "REPLICATE_API_TOKEN",
+    "REPLICATE_BASE_URL",
+    "DOCKER_CONFIG",
+    "OPENAI_API_KEY",
+    "OPENAI_BASE_URL",
+)
 
 
 def pytest_configure(config: pytest.Config) -> None:

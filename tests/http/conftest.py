@@ -17,6 +17,8 @@ import requests
 from llmserve.tiny import make_tiny_model
 from tests.conftest import ROOT
 
+SLOTS = 2
+
 
 @dataclass
 class Server:
@@ -84,7 +86,8 @@ def server(tmp_path_factory) -> Iterator[Server]:
     model = make_tiny_model(tmp_path_factory.mktemp("tiny-2k"), context_length=2048)
     port = free_port()
     log = open(tmp_path_factory.mktemp("server-log") / "server.log", "w+")
-    env = {**os.environ, "MODEL_ID": str(model), "DTYPE": "float32", "COG_MAX_CONCURRENCY": "1"}
+    # Two slots: enough to show batching, capacity and cancel on 2 cores.
+    env = {**os.environ, "MODEL_ID": str(model), "DTYPE": "float32", "COG_MAX_CONCURRENCY": str(SLOTS)}
     process = subprocess.Popen(
         [str(ROOT / "scripts" / "serve"), "--port", str(port)],
         env=env,

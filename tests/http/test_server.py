@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+from concurrent.futures import ThreadPoolExecutor
+
 import pytest
 import requests
 
-from tests.http.conftest import sse_events
+from tests.http.conftest import SLOTS, sse_events
 
 pytestmark = pytest.mark.http
 
@@ -24,7 +26,9 @@ def test_sync_prediction_answers_with_metrics(server):
 
 
 def test_sse_streams_several_output_events_then_completes(server):
-    with server.stream(GREEDY) as response:
+    # Long enough for several events although output moderation holds back the last few words.
+    long_greedy = {**GREEDY, "max_new_tokens": 80}
+    with server.stream(long_greedy) as response:
         assert response.status_code == 200
         assert response.headers["content-type"].startswith("text/event-stream")
         events = list(sse_events(response))
@@ -34,7 +38,7 @@ def test_sse_streams_several_output_events_then_completes(server):
     assert len(chunks) > 3
     assert events[-1][1]["status"] == "succeeded"
     # Greedy: the streamed text is the sync answer.
-    assert "".join(chunks) == "".join(server.predict(**GREEDY).json()["output"])
+    assert "".join(chunks) == "".join(server.predict(**long_greedy).json()["output"])
 
 
 def test_openapi_json_lists_inputs_types_and_ranges(server):
@@ -105,20 +109,31 @@ def test_a_good_request_after_refusals_still_answers(server):
     assert body["status"] == "succeeded" and "".join(body["output"]).strip()
 
 
-def test_one_slot_is_enforced_and_cancel_frees_it(server):
-    long = {"pregunta": "Cuéntame una historia larga", "max_new_tokens": 1900, "min_new_tokens": 1900}
-    prediction_id = "cancel-me-1"
-    with server.stream(long, prediction_id) as response:
-        events = sse_events(response)
-        for name, _ in events:
-            if name == "output":
-                break
-        # COG_MAX_CONCURRENCY=1: the only slot is busy.
+def test_slots_are_enforced_and_cancel_frees_one(server):
+    long = {"pregunta": "Cuéntame una historia larga", "max_new_tokens": 1000, "min_new_tokens": 1000}
+    with server.stream(long, "cancel-me-1") as first, server.stream(long, "cancel-me-2") as second:
+        streams = [sse_events(first), sse_events(second)]
+        for events in streams:
+            next(name for name, _ in events if name == "output")
+        # COG_MAX_CONCURRENCY=2: both slots are busy, and Cog does not queue.
         busy = server.predict(wait_idle=False, **GREEDY)
         assert busy.status_code == 409 and "capacity" in busy.text.lower()
-        assert requests.post(f"{server.url}/predictions/{prediction_id}/cancel", timeout=10).status_code == 200
-        last = [data for name, data in events if name == "completed"]
-    assert last and last[-1]["status"] == "canceled"
-    assert last[-1]["metrics"]["output_token_count"] < 1900
+        assert requests.post(f"{server.url}/predictions/cancel-me-1/cancel", timeout=10).status_code == 200
+        last = [data for name, data in streams[0] if name == "completed"]
+        assert last and last[-1]["status"] == "canceled"
+        # coglet 0.23.1 keeps iterating a cancelled async prediction's generator (README, "Concurrency"), so
+        # the engine's own cancel (tests/engine/test_batching.py) is not reached from HTTP; Cog's slot is freed.
+        assert [data for name, data in streams[1] if name == "completed"][-1]["status"] == "succeeded"
     body = server.predict(**GREEDY).json()
-    assert body["status"] == "succeeded"
+    assert body["status"] == "succeeded", body.get("error")
+
+
+def test_concurrent_predictions_get_the_answers_they_get_alone(server):
+    questions = ["¿Cuál es la capital de Francia?", "Hola, ¿qué tal?", "Explica la regresión lineal"]
+    alone = [server.predict(**{**GREEDY, "pregunta": q}).json()["output"] for q in questions]
+    server.wait_idle()
+    with ThreadPoolExecutor(max_workers=SLOTS) as pool:
+        together = list(
+            pool.map(lambda q: server.predict(wait_idle=False, **{**GREEDY, "pregunta": q}), questions[:SLOTS])
+        )
+    assert ["".join(r.json()["output"]) for r in together] == ["".join(a) for a in alone[:SLOTS]]

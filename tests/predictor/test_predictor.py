@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 
 import pytest
@@ -23,7 +24,7 @@ def predictor(tiny_model_dir) -> Predictor:
 
 def run(predictor: Predictor, **inputs) -> list[str]:
     """Call run() as the Cog server does: every input present, defaults filled in."""
-    return list(predictor.run(**{**input_defaults(), **inputs}))
+    return list(asyncio.run(predictor.run(**{**input_defaults(), **inputs})))
 
 
 GREEDY = dict(temperature=0.0, max_new_tokens=40)

@@ -52,8 +52,9 @@ def test_predict_reports_a_bad_value_with_its_code(tiny_model_dir):
     assert result.returncode == 2 and "E1006 OutOfRange: top_k" in result.stderr
 
 
-def test_serve_refuses_more_than_one_slot_before_starting():
-    env = {**os.environ, "COG_MAX_CONCURRENCY": "2"}
+def test_serve_refuses_a_bad_slot_count_before_starting():
+    # coglet would silently fall back to 1 slot while the engine sized its batch from the same variable.
+    env = {**os.environ, "COG_MAX_CONCURRENCY": "0"}
     result = subprocess.run([str(ROOT / "scripts" / "serve"), "--port", "1"], env=env, capture_output=True, text=True)
     assert result.returncode == 2
-    assert "E2001 BadConfig: COG_MAX_CONCURRENCY" in result.stderr and "set it to 1" in result.stderr
+    assert "E2001 BadConfig: COG_MAX_CONCURRENCY" in result.stderr and "at least 1" in result.stderr

@@ -55,13 +55,26 @@ def test_local_directory_is_detected(tmp_path: Path):
 
 
 def test_server_settings():
-    assert ServerSettings.from_env({}) == ServerSettings(port=5000, max_concurrency=1)
+    assert ServerSettings.from_env({}) == ServerSettings(port=5000)
     assert ServerSettings.from_env({"PORT": "5077"}).port == 5077
-    with pytest.raises(SetupError) as info:
-        ServerSettings.from_env({"COG_MAX_CONCURRENCY": "4"})
-    assert info.value.field == "COG_MAX_CONCURRENCY" and "synchronous" in str(info.value)
     with pytest.raises(SetupError):
         ServerSettings.from_env({"PORT": "http"})
+
+
+def test_concurrency_engine_and_compile():
+    settings = Settings.from_env({})
+    assert (settings.max_concurrency, settings.engine, settings.compile) == (1, "auto", "auto")
+    settings = Settings.from_env({"COG_MAX_CONCURRENCY": "8", "ENGINE": "Transformers", "COMPILE": "off"})
+    assert (settings.max_concurrency, settings.engine, settings.compile) == (8, "transformers", "off")
+    for env, field in (
+        ({"COG_MAX_CONCURRENCY": "0"}, "COG_MAX_CONCURRENCY"),
+        ({"COG_MAX_CONCURRENCY": "many"}, "COG_MAX_CONCURRENCY"),
+        ({"ENGINE": "vllm"}, "ENGINE"),
+        ({"COMPILE": "yes"}, "COMPILE"),
+    ):
+        with pytest.raises(SetupError) as info:
+            Settings.from_env(env)
+        assert info.value.field == field and info.value.code == "E2001"
 
 
 def test_only_config_reads_the_environment():

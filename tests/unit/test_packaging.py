@@ -87,7 +87,8 @@ def test_predict_inputs_equal_the_limits_the_validator_enforces():
 def test_predict_py_inputs_are_plain_literals_for_cogs_static_parser():
     """`cog build` reads Input(...) without running Python: it takes no names, calls or joined strings."""
     source = (ROOT / "predict.py").read_text()
-    run = next(n for n in ast.walk(ast.parse(source)) if isinstance(n, ast.FunctionDef) and n.name == "run")
+    functions = (ast.FunctionDef, ast.AsyncFunctionDef)
+    run = next(n for n in ast.walk(ast.parse(source)) if isinstance(n, functions) and n.name == "run")
     for default in run.args.defaults:
         assert isinstance(default, ast.Call) and ast.unparse(default.func) == "Input"
         for kw in default.keywords:

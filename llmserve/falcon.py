@@ -1,0 +1,158 @@
+"""The fast path for Falcon-RW (ALiBi): a static KV cache in fixed slots, sdpa with the ALiBi bias built for it.
+
+transformers 5.23 cannot give this model a static cache, continuous batching or flash-attention (FACTS.md),
+so this module runs the same Hugging Face modules (and so the same weights) with its own attention, in the
+style of gpt-fast: the cache is allocated once, every decode step has the same shapes for a given number of
+rows, and on CUDA that step is compiled and replayed as a CUDA graph.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections.abc import Sequence
+
+import torch
+import torch.nn.functional as F
+
+from .scheduler import bucket
+
+logger = logging.getLogger(__name__)
+
+
+def supports(config) -> bool:
+    """Falcon-RW's layout: ALiBi, one layer norm before attention and one before the MLP, full multi-head."""
+    return (
+        getattr(config, "model_type", None) == "falcon"
+        and bool(config.alibi)
+        and not config.new_decoder_architecture
+        and not config.multi_query
+        and not config.parallel_attn
+    )
+
+
+def alibi_bias(num_heads: int, length: int, *, dtype: torch.dtype, device: torch.device) -> torch.Tensor:
+    """ALiBi's per-head bias for key positions 0..length-1, shape (1, heads, 1, length), scaled for sdpa.
+
+    Rounded exactly as transformers' build_alibi_tensor does (slope times position in bfloat16, then the
+    model's dtype, then divided by sqrt(head_dim) by the caller's scale), so the logits match the reference.
+    """
+    closest = 2 ** math.floor(math.log2(num_heads))
+    base = torch.tensor(2 ** (-(2 ** -(math.log2(closest) - 3))), dtype=torch.float32)
+    slopes = torch.pow(base, torch.arange(1, 1 + closest, dtype=torch.int32))
+    if closest != num_heads:
+        extra_base = torch.tensor(2 ** (-(2 ** -(math.log2(2 * closest) - 3))), dtype=torch.float32)
+        extra = min(closest, num_heads - closest)
+        slopes = torch.cat([slopes, torch.pow(extra_base, torch.arange(1, 1 + 2 * extra, 2, dtype=torch.int32))])
+    positions = torch.arange(length, dtype=torch.int64)[None, :]
+    bias = (slopes[:, None].bfloat16() * positions).to(dtype)
+    return bias[None, :, None, :].to(device)
+
+
+class FalconRWStatic(torch.nn.Module):
+    """Falcon-RW decoding in `slots` fixed rows of a preallocated KV cache of `max_length` positions each.
+
+    A Module so that torch.compile sees the cache as buffers: fixed addresses a CUDA graph can replay on.
+    """
+
+    def __init__(self, model, *, slots: int, max_length: int, compile: bool = False) -> None:
+        super().__init__()
+        config = model.config
+        param = next(model.parameters())
+        self.device, self.dtype = param.device, param.dtype
+        self.model = model
+        self.slots = slots
+        self.max_length = max_length
+        self.num_heads = config.num_attention_heads
+        self.head_dim = config.hidden_size // self.num_heads
+        self.vocab_size = model.lm_head.out_features
+        layers = config.num_hidden_layers
+        shape = (layers, slots, self.num_heads, max_length, self.head_dim)
+        self.register_buffer("k_cache", torch.zeros(shape, dtype=self.dtype, device=self.device), persistent=False)
+        self.register_buffer("v_cache", torch.zeros(shape, dtype=self.dtype, device=self.device), persistent=False)
+        # The next write index of each slot.
+        self.register_buffer("positions", torch.zeros(slots, dtype=torch.int64, device=self.device), persistent=False)
+        scale = math.sqrt(self.head_dim)
+        alibi = alibi_bias(self.num_heads, max_length, dtype=self.dtype, device=self.device) / scale
+        self.register_buffer("alibi", alibi, persistent=False)
+        self.register_buffer("key_index", torch.arange(max_length, device=self.device), persistent=False)
+        self.min_value = torch.finfo(self.dtype).min
+        self.compiled = compile
+        self._decode = self._decode_step
+        if compile:
+            # One CUDA graph per row count, replayed every step: no per-token kernel launches from Python.
+            self._decode = torch.compile(self._decode_step, mode="reduce-overhead", fullgraph=True)
+
+    @property
+    def cache_bytes(self) -> int:
+        return 2 * self.k_cache.numel() * self.k_cache.element_size()
+
+    @torch.inference_mode()
+    def prefill(self, slot: int, prompt_ids: Sequence[int]) -> torch.Tensor:
+        """Run the prompt into `slot`'s cache; return the float32 logits for the first new token."""
+        length = len(prompt_ids)
+        ids = torch.tensor([list(prompt_ids)], dtype=torch.int64, device=self.device)
+        causal = self.key_index[None, :length] > self.key_index[:length, None]  # (q, k): True above the diagonal
+        mask = self.alibi[..., :length].masked_fill(causal, self.min_value)  # (1, heads, q, k)
+        x = self.model.transformer.word_embeddings(ids)
+        for i, layer in enumerate(self.model.transformer.h):
+            q, k, v = self._qkv(layer, layer.input_layernorm(x))
+            self.k_cache[i, slot, :, :length] = k[0]
+            self.v_cache[i, slot, :, :length] = v[0]
+            x = self._finish_layer(layer, x, F.scaled_dot_product_attention(q, k, v, attn_mask=mask))
+        self.positions[slot] = length
+        return self._logits(x[:, -1]).squeeze(0)
+
+    @torch.inference_mode()
+    def decode(self, tokens: torch.Tensor, rows: int) -> torch.Tensor:
+        """One token for each of the first `rows` slots: (rows,) ids in, (rows, vocab) float32 logits out."""
+        return self._decode(tokens, rows)
+
+    def release(self, slot: int) -> None:
+        """Nothing to free: the next request's prefill overwrites the slot, and its length masks the rest."""
+
+    def warm_up(self) -> None:
+        """Compile and capture the decode step for every batch size the scheduler uses, before serving.
+
+        Runs while no request holds a slot: the steps write only into positions a later prefill overwrites.
+        """
+        if not self.compiled:
+            return
+        sizes = sorted({bucket(rows, self.slots) for rows in range(1, self.slots + 1)})
+        tokens = torch.zeros(self.slots, dtype=torch.int64, device=self.device)
+        for rows in sizes:
+            for _ in range(3):  # reduce-overhead records the CUDA graph on a later call than the first
+                self.decode(tokens[:rows], rows)
+        self.positions.zero_()
+        logger.info("compiled the decode step for batch sizes %s", sizes)
+
+    def _decode_step(self, tokens: torch.Tensor, rows: int) -> torch.Tensor:
+        pos = self.positions[:rows]
+        slot_index = torch.arange(rows, device=self.device)
+        valid = self.key_index[None, :] <= pos[:, None]  # (rows, max_length)
+        mask = self.alibi.masked_fill(~valid[:, None, None, :], self.min_value)  # (rows, heads, 1, max_length)
+        x = self.model.transformer.word_embeddings(tokens[:, None])
+        for i, layer in enumerate(self.model.transformer.h):
+            q, k, v = self._qkv(layer, layer.input_layernorm(x))
+            self.k_cache[i][slot_index, :, pos] = k[:, :, 0]
+            self.v_cache[i][slot_index, :, pos] = v[:, :, 0]
+            attn = F.scaled_dot_product_attention(q, self.k_cache[i, :rows], self.v_cache[i, :rows], attn_mask=mask)
+            x = self._finish_layer(layer, x, attn)
+        # Rows without a request still step; keep their index inside the cache.
+        self.positions[:rows] = torch.clamp(pos + 1, max=self.max_length - 1)
+        return self._logits(x[:, -1])
+
+    def _qkv(self, layer, h: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Fused projection -> three (batch, heads, seq, head_dim) tensors, split as transformers does."""
+        batch, length, _ = h.shape
+        fused = layer.self_attention.query_key_value(h).view(batch, length, self.num_heads, 3, self.head_dim)
+        return tuple(fused[..., j, :].transpose(1, 2) for j in range(3))
+
+    def _finish_layer(self, layer, x: torch.Tensor, attn: torch.Tensor) -> torch.Tensor:
+        batch, _, length, _ = attn.shape
+        attn = attn.transpose(1, 2).reshape(batch, length, self.num_heads * self.head_dim)
+        x = x + layer.self_attention.dense(attn)
+        return x + layer.mlp(layer.post_attention_layernorm(x))
+
+    def _logits(self, hidden: torch.Tensor) -> torch.Tensor:
+        return self.model.lm_head(self.model.transformer.ln_f(hidden)).float()

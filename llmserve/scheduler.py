@@ -1,0 +1,228 @@
+"""Continuous batching in fixed slots: requests join the running batch between decode steps.
+
+One thread owns the model. Each loop it prefills newly arrived requests into free slots, then runs one decode
+step for every occupied slot at once, and hands each request its token through the request's own sink. A
+finished or cancelled request frees its slot before the next step. On CUDA the loop launches step n+1 before
+it reads step n's tokens back, so the GPU never waits on this Python code.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections import deque
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Protocol
+
+import torch
+
+from .params import SamplingParams
+from .sampling import SlotSampler
+
+logger = logging.getLogger(__name__)
+
+# What a sink receives: a token id, None when the request is over, or the exception that ended it.
+Event = int | BaseException | None
+Sink = Callable[[Event], None]
+
+
+class Backend(Protocol):
+    """A model that decodes in fixed slots (falcon.FalconRWStatic, engine.TransformersSlots)."""
+
+    slots: int
+    vocab_size: int
+    device: torch.device
+
+    def prefill(self, slot: int, prompt_ids: Sequence[int]) -> torch.Tensor: ...
+    def decode(self, tokens: torch.Tensor, rows: int) -> torch.Tensor: ...
+    def release(self, slot: int) -> None: ...
+    def warm_up(self) -> None: ...
+
+
+@dataclass(eq=False)
+class Job:
+    """One request's place in the scheduler."""
+
+    prompt_ids: list[int]
+    params: SamplingParams
+    sink: Sink
+    generated: int = 0
+    slot: int | None = None
+    done: bool = False
+    cancelled: bool = field(default=False, repr=False)
+
+
+@dataclass
+class _Step:
+    """A launched decode step whose tokens have not been handed out yet."""
+
+    tokens: torch.Tensor  # on the CPU once `ready` has fired
+    ready: torch.cuda.Event | None
+    jobs: list[Job]
+
+
+def bucket(rows: int, slots: int) -> int:
+    """Round up to a power of two (capped at `slots`), so few distinct shapes are ever compiled."""
+    size = 1
+    while size < rows:
+        size *= 2
+    return min(size, slots)
+
+
+class Scheduler:
+    def __init__(self, backend: Backend, *, eos_token_ids: frozenset[int]) -> None:
+        self.backend = backend
+        self.eos_token_ids = eos_token_ids
+        self.sampler = SlotSampler(backend.slots, backend.vocab_size, eos_token_ids, backend.device)
+        self._last_tokens = torch.zeros(backend.slots, dtype=torch.int64, device=backend.device)
+        self._pipelined = backend.device.type == "cuda"
+        self._slots: list[Job | None] = [None] * backend.slots
+        self._pending: deque[Job] = deque()
+        self._wake = threading.Condition()
+        self._closing = False
+        self._thread = threading.Thread(target=self._loop, name="llmserve-decode", daemon=True)
+        self._thread.start()
+
+    @property
+    def slots(self) -> int:
+        return self.backend.slots
+
+    def submit(self, prompt_ids: Sequence[int], params: SamplingParams, sink: Sink) -> Job:
+        """Queue a request; its tokens, then None (or an exception), arrive through `sink` on the decode thread."""
+        job = Job(prompt_ids=list(prompt_ids), params=params, sink=sink)
+        with self._wake:
+            if self._closing:
+                raise RuntimeError("the scheduler is closed")
+            self._pending.append(job)
+            self._wake.notify()
+        return job
+
+    def cancel(self, job: Job) -> None:
+        """Stop a request: it gets no more tokens and its slot is freed before the next step."""
+        with self._wake:
+            job.cancelled = True
+            self._wake.notify()
+
+    def close(self) -> None:
+        with self._wake:
+            self._closing = True
+            self._wake.notify()
+        self._thread.join()
+
+    def active(self) -> int:
+        """Requests holding a slot now."""
+        return sum(job is not None for job in self._slots)
+
+    # The decode thread ---------------------------------------------------------------------
+
+    def _loop(self) -> None:
+        inflight: _Step | None = None
+        while True:
+            with self._wake:
+                while not (self._closing or self._pending or inflight or any(self._slots)):
+                    self._wake.wait()
+                if self._closing:
+                    break
+                arrivals = self._take_arrivals()
+            for job in arrivals:
+                self._start(job)
+            self._free_cancelled()
+            launched = self._launch() if any(self._slots) else None
+            if not self._pipelined and launched is not None:
+                self._hand_out(launched)
+                launched = None
+            if inflight is not None:
+                self._hand_out(inflight)
+            inflight = launched
+        for job in [*self._pending, *filter(None, self._slots)]:
+            self._finish(job, RuntimeError("the model server is shutting down"))
+
+    def _take_arrivals(self) -> list[Job]:
+        """Pending requests that fit in the free slots, lowest slots first; cancelled ones are dropped."""
+        free = [i for i, job in enumerate(self._slots) if job is None]
+        arrivals = []
+        while self._pending and len(arrivals) < len(free):
+            job = self._pending.popleft()
+            if job.cancelled:
+                self._emit(job, None)
+                continue
+            job.slot = free[len(arrivals)]
+            self._slots[job.slot] = job
+            arrivals.append(job)
+        return arrivals
+
+    def _start(self, job: Job) -> None:
+        """Prefill into the job's slot and hand out its first token at once (time to first token)."""
+        slot = job.slot
+        try:
+            self.sampler.assign(slot, job.params, job.prompt_ids)
+            logits = self.backend.prefill(slot, job.prompt_ids)
+            token = self.sampler.sample(logits[None, :], slice(slot, slot + 1))
+            self._last_tokens[slot] = token[0]
+            self._accept(job, int(token[0]))
+        except Exception as e:  # the request fails; the server and the other requests go on
+            logger.exception("prefill failed for a %d-token prompt", len(job.prompt_ids))
+            self._finish(job, e)
+
+    def _launch(self) -> _Step | None:
+        """One decode step for every occupied slot; returns before the GPU is done."""
+        jobs = [job for job in self._slots if job is not None]
+        rows = bucket(max(job.slot for job in jobs) + 1, self.slots)
+        try:
+            logits = self.backend.decode(self._last_tokens[:rows], rows)
+            tokens = self.sampler.sample(logits, slice(0, rows))
+        except Exception as e:
+            logger.exception("decode step failed for %d requests", len(jobs))
+            for job in jobs:
+                self._finish(job, e)
+            return None
+        self._last_tokens[:rows] = tokens
+        ready = None
+        if self._pipelined:
+            tokens = tokens.to("cpu", non_blocking=True)
+            ready = torch.cuda.Event()
+            ready.record()
+        return _Step(tokens=tokens, ready=ready, jobs=jobs)
+
+    def _hand_out(self, step: _Step) -> None:
+        if step.ready is not None:
+            step.ready.synchronize()
+        tokens = step.tokens.tolist()
+        for job in step.jobs:
+            # A job may have ended (EOS, cancel) after this step was launched: its row is ignored.
+            if not job.done and self._slots[job.slot] is job:
+                self._accept(job, tokens[job.slot])
+
+    def _accept(self, job: Job, token: int) -> None:
+        if job.cancelled:
+            self._finish(job, None)
+            return
+        if token in self.eos_token_ids:
+            self._finish(job, None)
+            return
+        job.generated += 1
+        self._emit(job, token)
+        if job.generated >= job.params.max_new_tokens:
+            self._finish(job, None)
+
+    def _free_cancelled(self) -> None:
+        for job in self._slots:
+            if job is not None and job.cancelled:
+                self._finish(job, None)
+
+    def _finish(self, job: Job, outcome: BaseException | None) -> None:
+        if job.done:
+            return
+        job.done = True
+        if job.slot is not None and self._slots[job.slot] is job:
+            self._slots[job.slot] = None
+            self.backend.release(job.slot)
+        self._emit(job, outcome)
+
+    def _emit(self, job: Job, event: Event) -> None:
+        try:
+            job.sink(event)
+        except Exception:  # e.g. the caller's event loop is gone: drop the request, keep the decode thread
+            logger.warning("could not hand a token to a request; cancelling it", exc_info=True)
+            job.cancelled = True

@@ -1,0 +1,162 @@
+"""Many requests at once: same greedy tokens as alone, joins between steps, cancel frees the slot."""
+
+from __future__ import annotations
+
+import threading
+
+import pytest
+import torch
+
+from llmserve.engine import Engine, TransformersSlots
+from llmserve.errors import SetupError
+from llmserve.falcon import FalconRWStatic
+from llmserve.scheduler import Event, bucket
+from tests.engine.test_engine import params, reference_greedy
+
+
+class Recorder:
+    """A scheduler sink that the test can wait on."""
+
+    def __init__(self) -> None:
+        self.tokens: list[int] = []
+        self.outcome: BaseException | None = None
+        self.done = False
+        self._changed = threading.Condition()
+
+    def __call__(self, event: Event) -> None:
+        with self._changed:
+            if event is None or isinstance(event, BaseException):
+                self.done, self.outcome = True, event
+            else:
+                self.tokens.append(event)
+            self._changed.notify_all()
+
+    def wait(self, predicate, timeout: float = 120) -> None:
+        with self._changed:
+            assert self._changed.wait_for(lambda: predicate(self), timeout), "timed out"
+
+
+def has_tokens(n: int):
+    return lambda r: len(r.tokens) >= n or r.done
+
+
+def finished(r: Recorder) -> bool:
+    return r.done
+
+
+@pytest.fixture(scope="module", params=["falcon", "llama"])
+def model(request, tiny_model_dir, tiny_chat_model_dir):
+    path = tiny_model_dir if request.param == "falcon" else tiny_chat_model_dir
+    engine = Engine.load(path, device=torch.device("cpu"), dtype=torch.float32, slots=4)
+    yield path, engine
+    engine.close()
+
+
+def test_each_architecture_gets_its_path(tiny_model_dir, tiny_chat_model_dir):
+    cpu = torch.device("cpu")
+    fast = Engine.load(tiny_model_dir, device=cpu, dtype=torch.float32, slots=2)
+    generic = Engine.load(tiny_model_dir, device=cpu, dtype=torch.float32, kind="transformers")
+    llama = Engine.load(tiny_chat_model_dir, device=cpu, dtype=torch.float32)
+    try:
+        assert isinstance(fast.backend, FalconRWStatic) and fast.backend.slots == 2
+        assert isinstance(generic.backend, TransformersSlots)
+        assert isinstance(llama.backend, TransformersSlots)
+    finally:
+        for engine in (fast, generic, llama):
+            engine.close()
+    with pytest.raises(SetupError) as info:
+        Engine.load(tiny_chat_model_dir, device=cpu, dtype=torch.float32, kind="fast")
+    assert info.value.field == "ENGINE" and "ENGINE=transformers" in str(info.value)
+
+
+def test_requests_joining_at_different_steps_get_their_solo_greedy_tokens(model):
+    path, engine = model
+    texts = ["Question: What is the capital of France?\nAnswer:", "Hola", "¿Qué es el aprendizaje automático? Dime."]
+    lengths = [20, 9, 14]
+    prompts = [engine.encode(t) for t in texts]
+    recorders = [Recorder() for _ in texts]
+    submit = [
+        lambda i=i: engine.scheduler.submit(
+            prompts[i], params(max_new_tokens=lengths[i], min_new_tokens=lengths[i]), recorders[i]
+        )
+        for i in range(3)
+    ]
+    submit[0]()
+    recorders[0].wait(has_tokens(3))  # the second joins a batch already 3 steps in
+    submit[1]()
+    recorders[1].wait(has_tokens(2))
+    submit[2]()
+    for r in recorders:
+        r.wait(finished)
+    for prompt, n, r in zip(prompts, lengths, recorders, strict=True):
+        assert r.outcome is None
+        assert r.tokens == reference_greedy(path, prompt, n)
+
+
+def test_more_requests_than_slots_wait_for_a_free_slot(model):
+    path, engine = model
+    prompts = [engine.encode(f"Pregunta número {i}: ¿qué hora es?") for i in range(6)]
+    recorders = [Recorder() for _ in prompts]
+    for prompt, r in zip(prompts, recorders, strict=True):
+        engine.scheduler.submit(prompt, params(max_new_tokens=6, min_new_tokens=6), r)
+    for r in recorders:
+        r.wait(finished)
+    assert [r.tokens for r in recorders] == [reference_greedy(path, p, 6) for p in prompts]
+    assert engine.scheduler.active() == 0
+
+
+def test_a_cancelled_request_frees_its_slot_at_once(tiny_model_dir):
+    engine = Engine.load(tiny_model_dir, device=torch.device("cpu"), dtype=torch.float32, slots=1)
+    try:
+        long, other = Recorder(), Recorder()
+        job = engine.scheduler.submit(engine.encode("Hola"), params(max_new_tokens=200, min_new_tokens=200), long)
+        long.wait(has_tokens(2))
+        engine.scheduler.cancel(job)
+        long.wait(finished)
+        stopped_at = len(long.tokens)
+        # With one slot, this request can only run once the cancelled one has left it.
+        engine.scheduler.submit(engine.encode("Adiós"), params(max_new_tokens=5, min_new_tokens=5), other)
+        other.wait(finished)
+        assert len(other.tokens) == 5 and other.outcome is None
+        assert stopped_at < 200 and len(long.tokens) == stopped_at and long.outcome is None
+        assert engine.scheduler.active() == 0
+    finally:
+        engine.close()
+
+
+def test_closing_a_generate_iterator_cancels_its_request(tiny_model_dir):
+    engine = Engine.load(tiny_model_dir, device=torch.device("cpu"), dtype=torch.float32, slots=1)
+    try:
+        tokens = engine.generate(engine.encode("Hola"), params(max_new_tokens=200, min_new_tokens=200))
+        assert len([next(tokens) for _ in range(3)]) == 3
+        tokens.close()
+        after = Recorder()
+        engine.scheduler.submit(engine.encode("Hola"), params(max_new_tokens=3, min_new_tokens=3), after)
+        after.wait(finished)
+        assert len(after.tokens) == 3
+    finally:
+        engine.close()
+
+
+def test_a_seeded_sample_does_not_depend_on_the_batch(model):
+    _, engine = model
+    sampled = params(temperature=1.0, top_p=0.95, top_k=40, repetition_penalty=1.1, seed=1234)
+    sampled = params(**{**sampled.__dict__, "max_new_tokens": 12, "min_new_tokens": 12})
+    prompt = engine.encode("Cuéntame algo")
+    alone = list(engine.generate(prompt, sampled))
+    neighbours = [Recorder() for _ in range(2)]
+    for i, r in enumerate(neighbours):
+        engine.scheduler.submit(
+            engine.encode("Otra pregunta" * (i + 1)), params(max_new_tokens=30, min_new_tokens=30), r
+        )
+    in_batch = list(engine.generate(prompt, sampled))
+    for r in neighbours:
+        r.wait(finished)
+    assert in_batch == alone
+    other_seed = list(engine.generate(prompt, params(**{**sampled.__dict__, "seed": 99})))
+    assert other_seed != alone
+
+
+def test_batch_sizes_are_powers_of_two_up_to_the_slots():
+    assert [bucket(n, 32) for n in (1, 2, 3, 5, 8, 9, 17, 32)] == [1, 2, 4, 8, 8, 16, 32, 32]
+    assert bucket(5, 6) == 6
