@@ -4,12 +4,14 @@
 defaults are literals here; tests check they equal llmserve.params.LIMITS and the prompt defaults.
 """
 
+import asyncio
 import logging
 
 import cog
 from cog import BaseRunner, ConcatenateIterator, Input
 
 from llmserve.config import Settings
+from llmserve.moderation import build_moderator, input_texts, moderate_stream, moderation_metrics, refusal
 from llmserve.params import validate_request
 
 
@@ -18,10 +20,15 @@ class Predictor(BaseRunner):
         from llmserve.loader import load_answerer  # torch is imported here, not at schema time
 
         logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-        self.answerer = load_answerer(Settings.from_env())
+        settings = Settings.from_env()
+        self.answerer = load_answerer(settings)
+        self.moderator = build_moderator(settings)  # None when MODERATION=off
 
+    # Up to 32 predictions share the engine's batch; COG_MAX_CONCURRENCY (baked from this by `cog build`)
+    # overrides it at run time and also sets the engine's slots.
+    @cog.concurrent(max=32)
     @cog.streaming
-    def run(
+    async def run(
         self,
         pregunta: str = Input(description="The question to answer."),
         system_prompt: str = Input(
@@ -98,10 +105,29 @@ class Predictor(BaseRunner):
             seed=seed,
         )
         prepared = self.answerer.prepare(request)
-        yield from self.answerer.stream(prepared, on_finish=_record_metrics)
+        record = _recorder(cog.current_scope())
+        # A plain generator, not an async one: coglet 0.23.1 collects an async generator's items and sends
+        # them only when it ends, but streams a generator that an async run() returns, item by item.
+        if self.moderator is None:
+            return self.answerer.stream(prepared, on_finish=lambda stats: record(stats.metrics()))
+        # A classifier check is a model call: keep it off the event loop that serves the other predictions.
+        decision = await asyncio.to_thread(self.moderator.check_input, input_texts(request))
+        if not decision.allowed:
+            record(moderation_metrics(decision, None))
+            raise refusal(decision)
+        return moderate_stream(
+            self.answerer.stream(prepared, on_finish=lambda stats: record(stats.metrics())),
+            self.moderator.output_filter(request.pregunta),
+            input_decision=decision,
+            on_metrics=record,
+        )
 
 
-def _record_metrics(stats) -> None:
-    scope = cog.current_scope()
-    for name, value in stats.metrics().items():
-        scope.record_metric(name, value)
+def _recorder(scope):
+    """Record metrics into this prediction's scope, which the generator's thread cannot look up itself."""
+
+    def record(metrics: dict) -> None:
+        for name, value in metrics.items():
+            scope.record_metric(name, value)
+
+    return record
