@@ -1,0 +1,69 @@
+"""A local stand-in for an OpenAI-compatible chat completions endpoint (OpenAI, vLLM, Ollama), for the judge.
+
+The client under test is the project's own requests code; only the server is fake, because no test may reach
+api.openai.com. It records every request and answers each with the next of its scripted replies.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+from urllib.parse import urlparse
+
+
+@dataclass
+class Reply:
+    content: str = ""
+    status: int = 200
+
+
+@dataclass
+class FakeOpenAI:
+    # Answered in order; the last one repeats once they run out.
+    replies: list[Reply] = field(default_factory=lambda: [Reply('{"score": 1, "explanation": "Correcta."}')])
+    url: str = ""  # the base URL, ending in /v1
+    requests: list[tuple[str, dict[str, str], Any]] = field(default_factory=list)
+
+    def answer(self, path: str, body: Any) -> tuple[int, Any]:
+        if path != "/v1/chat/completions":
+            return 404, {"error": {"message": f"no route {path}"}}
+        reply = self.replies[min(len(self.requests) - 1, len(self.replies) - 1)]
+        if reply.status != 200:
+            return reply.status, {"error": {"message": reply.content}}
+        message = {"role": "assistant", "content": reply.content}
+        return 200, {"object": "chat.completion", "model": body["model"], "choices": [{"index": 0, "message": message}]}
+
+
+@contextmanager
+def serve_fake_openai(api: FakeOpenAI) -> Iterator[FakeOpenAI]:
+    class Handler(BaseHTTPRequestHandler):
+        def log_message(self, *args) -> None:
+            """Keep the test output free of access logs."""
+
+        def do_POST(self) -> None:
+            path = urlparse(self.path).path
+            body = json.loads(self.rfile.read(int(self.headers.get("Content-Length") or 0)) or b"null")
+            api.requests.append((path, {k: v for k, v in self.headers.items()}, body))
+            status, payload = api.answer(path, body)
+            data = json.dumps(payload).encode()
+            self.send_response(status)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(data)))
+            self.end_headers()
+            self.wfile.write(data)
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    api.url = f"http://127.0.0.1:{server.server_address[1]}/v1"
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield api
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join()
