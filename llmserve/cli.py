@@ -160,14 +160,15 @@ def measure_cpu_dtype(argv: list[str]) -> int:
     tokenizer = build_tokenizer()  # only for the Engine's interface: the prompt is ids already
     tokens = {}
     for dtype in (torch.float32, torch.bfloat16):
-        engine = Engine(model.to(dtype), tokenizer, device=torch.device("cpu"), dtype=dtype)
-        engine.eos_token_ids = frozenset()  # random weights hit EOS anywhere: force the length
+        # Random weights hit EOS anywhere: no EOS, to force the length.
+        engine = Engine(model.to(dtype), tokenizer, eos_token_ids=frozenset())
         start = time.perf_counter()
         stamps, out = [], []
         for token in engine.generate(prompt, params):
             stamps.append(time.perf_counter())
             out.append(token)
         tokens[dtype] = out
+        engine.close()
         decode = (len(stamps) - 1) / (stamps[-1] - stamps[0])
         name = str(dtype).removeprefix("torch.")
         print(f"{name:>9}: first token {stamps[0] - start:.2f} s, decode {decode:.2f} tok/s")

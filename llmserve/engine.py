@@ -97,15 +97,26 @@ class TransformersSlots:
 class Engine:
     """A causal LM and its tokenizer, decoding many requests at once through a slot scheduler."""
 
-    def __init__(self, model, tokenizer, *, device: torch.device, dtype: torch.dtype, backend: Backend) -> None:
+    def __init__(
+        self,
+        model,
+        tokenizer,
+        *,
+        slots: int = 1,
+        kind: str = "auto",
+        compile: str = "auto",
+        eos_token_ids: frozenset[int] | None = None,
+    ) -> None:
+        """`eos_token_ids` overrides the model's (benchmarks on random weights pass none, to force the length)."""
+        param = next(model.parameters())
         self.model = model
         self.tokenizer = tokenizer
-        self.device = device
-        self.dtype = dtype
+        self.device = param.device
+        self.dtype = param.dtype
         self.context_length = _context_length(model.config, tokenizer)
-        self.eos_token_ids = _eos_token_ids(model, tokenizer)
-        self.backend = backend
-        self.scheduler = Scheduler(backend, eos_token_ids=self.eos_token_ids)
+        self.eos_token_ids = _eos_token_ids(model, tokenizer) if eos_token_ids is None else eos_token_ids
+        self.backend = pick_backend(model, kind=kind, slots=slots, max_length=self.context_length, compile=compile)
+        self.scheduler = Scheduler(self.backend, eos_token_ids=self.eos_token_ids)
 
     @classmethod
     def load(
@@ -136,9 +147,7 @@ class Engine:
                 f"could not load a causal LM from {path}: {type(e).__name__}: {e}",
                 "MODEL_ID must name a Hugging Face causal language model that this transformers version supports.",
             ) from e
-        max_length = _context_length(model.config, tokenizer)
-        backend = pick_backend(model, kind=kind, slots=slots, max_length=max_length, compile=compile)
-        return cls(model, tokenizer, device=device, dtype=dtype, backend=backend)
+        return cls(model, tokenizer, slots=slots, kind=kind, compile=compile)
 
     @classmethod
     def from_settings(cls, settings: Settings, path: Path) -> Engine:

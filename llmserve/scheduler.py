@@ -8,6 +8,7 @@ it reads step n's tokens back, so the GPU never waits on this Python code.
 
 from __future__ import annotations
 
+import atexit
 import logging
 import threading
 from collections import deque
@@ -83,6 +84,8 @@ class Scheduler:
         self._closing = False
         self._thread = threading.Thread(target=self._loop, name="llmserve-decode", daemon=True)
         self._thread.start()
+        # A daemon thread killed inside a torch kernel at interpreter exit aborts the process.
+        atexit.register(self.close)
 
     @property
     def slots(self) -> int:
@@ -109,6 +112,7 @@ class Scheduler:
             self._closing = True
             self._wake.notify()
         self._thread.join()
+        atexit.unregister(self.close)
 
     def active(self) -> int:
         """Requests holding a slot now."""

@@ -160,3 +160,22 @@ def test_a_seeded_sample_does_not_depend_on_the_batch(model):
 def test_batch_sizes_are_powers_of_two_up_to_the_slots():
     assert [bucket(n, 32) for n in (1, 2, 3, 5, 8, 9, 17, 32)] == [1, 2, 4, 8, 8, 16, 32, 32]
     assert bucket(5, 6) == 6
+
+
+def test_bfloat16_on_cpu_matches_transformers_greedy(tiny_model_dir):
+    """The bf16 CPU path (matrix-vector kernels for one row) still picks transformers' greedy tokens."""
+    from transformers import AutoModelForCausalLM
+
+    engine = Engine.load(tiny_model_dir, device=torch.device("cpu"), dtype=torch.bfloat16, slots=2)
+    try:
+        assert engine.backend._gemv
+        prompt = engine.encode("Question: What is the capital of France?\nAnswer:")
+        model = AutoModelForCausalLM.from_pretrained(tiny_model_dir, dtype=torch.bfloat16).eval()
+        with torch.inference_mode():
+            out = model.generate(torch.tensor([prompt]), max_new_tokens=16, min_new_tokens=16, do_sample=False)
+        assert (
+            list(engine.generate(prompt, params(max_new_tokens=16, min_new_tokens=16)))
+            == out[0, len(prompt) :].tolist()
+        )
+    finally:
+        engine.close()

@@ -81,7 +81,7 @@ def test_only_config_reads_the_environment():
     offenders = [
         p.name
         for p in (PROJECT_ROOT / "llmserve").glob("*.py")
-        # cli.py only copies the environment into the Cog server's process.
-        if p.name not in ("config.py", "cli.py") and "os.environ" in p.read_text()
+        # cli.py and benchmark.py only set the environment of the Cog server or Predictor they start.
+        if p.name not in ("config.py", "cli.py", "benchmark.py") and "os.environ" in p.read_text()
     ]
     assert offenders == []

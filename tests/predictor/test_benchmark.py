@@ -1,0 +1,40 @@
+"""scripts/benchmark runs end to end on the tiny model: both engines, both tables, its files. No timing asserted."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+
+from tests.conftest import ROOT
+
+
+def test_benchmark_writes_results_and_chart_and_prints_the_table_last(tiny_model_dir, tmp_path):
+    out = tmp_path / "bench"
+    env = {**os.environ, "MODEL_ID": str(tiny_model_dir)}
+    args = ["--out", str(out), "--device", "cpu", "--dtype", "float32", "--prompt-tokens", "16", "40"]
+    args += ["--new-tokens", "6"]
+    args += ["--streams", "1", "3", "--stream-prompt-tokens", "16"]
+    done = subprocess.run(
+        [str(ROOT / "scripts" / "benchmark"), *args], env=env, capture_output=True, text=True, timeout=600
+    )
+    assert done.returncode == 0, done.stderr
+    report = json.loads((out / "results.json").read_text())
+    engines = [(r["engine"], r["prompt_tokens"]) for r in report["single_stream"]]
+    assert engines == [
+        ("transformers eager", 16),
+        ("transformers eager", 40),
+        ("FalconRWStatic", 16),
+        ("FalconRWStatic", 40),
+    ]
+    assert [(c["via"], c["streams"], c["errors"]) for c in report["concurrent"]] == [
+        ("Predictor.run", 1, 0),
+        ("Predictor.run", 3, 0),
+    ]
+    # float32 on CPU (the tiny model's dtype): batched greedy answers equal the answers alone.
+    assert report["agreement"]["identical_answers"] == report["agreement"]["requests"] == 3
+    assert all(r["decode_tokens_per_s"] > 0 for r in report["single_stream"]) and report["setup_s"] > 0
+    assert set(report["peak_memory_gb"]) == {"transformers eager", "engine"}
+    assert report["environment"]["torch"] and report["environment"]["device"] == "cpu"
+    assert (out / "chart.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert done.stdout.rstrip().splitlines()[-1].startswith("peak RSS, engine phase")
