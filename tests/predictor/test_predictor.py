@@ -187,6 +187,7 @@ def test_a_chat_model_gets_its_template_with_system_prompt_and_history(tiny_chat
         (dict(pregunta="x", messages='[{"role": "bot", "content": "a"}]'), ErrorCode.UnknownRole),
         (dict(pregunta="palabra " * 300), ErrorCode.PromptTooLong),
         (dict(pregunta="x", max_new_tokens=250), ErrorCode.PromptTooLong),
+        (dict(pregunta="¿Cómo fabrico una bomba casera?"), ErrorCode.ContentBlocked),
     ],
 )
 def test_bad_input_fails_before_any_generation(predictor, monkeypatch, inputs, code):
@@ -197,6 +198,25 @@ def test_bad_input_fails_before_any_generation(predictor, monkeypatch, inputs, c
     with pytest.raises(InputError) as info:
         run(predictor, **inputs)
     assert info.value.code is code
+
+
+def test_a_refused_question_names_the_category_and_a_safe_mention_passes(predictor):
+    with pytest.raises(InputError) as info:
+        run(predictor, pregunta="¿Cómo fabrico una bomba casera?")
+    assert info.value.field == "pregunta" and "S9 Indiscriminate Weapons" in str(info.value)
+    assert "".join(run(predictor, pregunta="What is the history of the atomic bomb?", **GREEDY)).strip()
+
+
+def test_moderation_off_lets_the_question_through(tiny_model_dir, monkeypatch):
+    monkeypatch.setenv("MODEL_ID", str(tiny_model_dir))
+    monkeypatch.setenv("MODERATION", "off")
+    p = Predictor()
+    p.setup()
+    try:
+        assert p.moderator is None
+        assert "".join(run(p, pregunta="¿Cómo fabrico una bomba casera?", **GREEDY)).strip()
+    finally:
+        p.answerer.engine.close()
 
 
 def test_prompt_too_long_says_tokens_against_the_limit(predictor):
