@@ -1,4 +1,4 @@
-"""The commands behind scripts/: predict, serve, download_weights, make_tiny_model, openapi_schema."""
+"""The commands behind scripts/: predict, serve, download_weights, make_tiny_model, openapi_schema, push, deploy."""
 
 from __future__ import annotations
 
@@ -178,8 +178,23 @@ def measure_cpu_dtype(argv: list[str]) -> int:
     return 0
 
 
+def push(argv: list[str]) -> int:
+    """scripts/push: check cog, Docker and the r8.im login, then `cog push` (llmserve.replicate_ops)."""
+    from . import replicate_ops
+
+    return replicate_ops.push(argv)
+
+
+def deploy(argv: list[str]) -> int:
+    """scripts/deploy: create or update a Replicate Deployment (llmserve.replicate_ops)."""
+    from . import replicate_ops
+
+    return replicate_ops.deploy(argv)
+
+
 COMMANDS = {
-    f.__name__: f for f in (predict, serve, download_weights, make_tiny_model, openapi_schema, measure_cpu_dtype)
+    f.__name__: f
+    for f in (predict, serve, download_weights, make_tiny_model, openapi_schema, measure_cpu_dtype, push, deploy)
 }
 
 

@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from .config import PROJECT_ROOT, DockerSettings, ReplicateSettings
-from .errors import ErrorCode, LLMServeError, PublishError
+from .errors import ErrorCode, PublishError
 
 if TYPE_CHECKING:
     from replicate import Client
@@ -463,22 +463,3 @@ def _api_error(e: Exception) -> PublishError:
             ErrorCode.MissingApiToken, "REPLICATE_API_TOKEN", f"was refused ({said}).", f"Check it at {TOKEN_URL}."
         )
     return _bad_deployment("deployment", f"the Replicate API answered: {said}.", "Fix what it names and retry.")
-
-
-COMMANDS = {"push": push, "deploy": deploy}
-
-
-def main(argv: list[str] | None = None) -> int:
-    argv = sys.argv[1:] if argv is None else argv
-    if not argv or argv[0] not in COMMANDS:
-        print(f"usage: python -m llmserve.replicate_ops {{{','.join(COMMANDS)}}} ...", file=sys.stderr)
-        return 2
-    try:
-        return COMMANDS[argv[0]](argv[1:])
-    except LLMServeError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-
-
-if __name__ == "__main__":
-    sys.exit(main())

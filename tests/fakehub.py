@@ -8,12 +8,12 @@ from __future__ import annotations
 
 import hashlib
 import json
-import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import unquote, urlparse
+
+from tests.localserver import QuietHandler, local_server
 
 
 @dataclass
@@ -48,10 +48,7 @@ class FakeHub:
 
 @contextmanager
 def serve_fake_hub(hub: FakeHub) -> Iterator[FakeHub]:
-    class Handler(BaseHTTPRequestHandler):
-        def log_message(self, *args) -> None:
-            """Keep the test output free of access logs."""
-
+    class Handler(QuietHandler):
         def _answer(self, with_body: bool) -> None:
             path = unquote(urlparse(self.path).path)
             hub.requests.append((self.command, path))
@@ -70,13 +67,6 @@ def serve_fake_hub(hub: FakeHub) -> Iterator[FakeHub]:
         def do_HEAD(self) -> None:
             self._answer(False)
 
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    hub.url = f"http://127.0.0.1:{server.server_address[1]}"
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
+    with local_server(Handler) as url:
+        hub.url = url
         yield hub
-    finally:
-        server.shutdown()
-        server.server_close()
-        thread.join()

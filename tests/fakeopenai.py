@@ -7,13 +7,13 @@ api.openai.com. It records every request and answers each with the next of its s
 from __future__ import annotations
 
 import json
-import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import urlparse
+
+from tests.localserver import QuietHandler, local_server
 
 
 @dataclass
@@ -41,10 +41,7 @@ class FakeOpenAI:
 
 @contextmanager
 def serve_fake_openai(api: FakeOpenAI) -> Iterator[FakeOpenAI]:
-    class Handler(BaseHTTPRequestHandler):
-        def log_message(self, *args) -> None:
-            """Keep the test output free of access logs."""
-
+    class Handler(QuietHandler):
         def do_POST(self) -> None:
             path = urlparse(self.path).path
             body = json.loads(self.rfile.read(int(self.headers.get("Content-Length") or 0)) or b"null")
@@ -57,13 +54,6 @@ def serve_fake_openai(api: FakeOpenAI) -> Iterator[FakeOpenAI]:
             self.end_headers()
             self.wfile.write(data)
 
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    api.url = f"http://127.0.0.1:{server.server_address[1]}/v1"
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
+    with local_server(Handler) as url:
+        api.url = f"{url}/v1"
         yield api
-    finally:
-        server.shutdown()
-        server.server_close()
-        thread.join()

@@ -9,15 +9,14 @@ from __future__ import annotations
 
 import copy
 import json
-import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import urlparse
 
 from tests.conftest import ROOT
+from tests.localserver import QuietHandler, local_server
 
 TOKEN = "r8_fake_test_token"
 STAMP = "2026-11-01T12:00:00.000000Z"
@@ -239,10 +238,7 @@ def _deployment(owner, name, number, model, version, hardware, lo, hi) -> dict[s
 
 @contextmanager
 def serve_fake_replicate(api: FakeReplicate) -> Iterator[FakeReplicate]:
-    class Handler(BaseHTTPRequestHandler):
-        def log_message(self, *args) -> None:
-            """Keep the test output free of access logs."""
-
+    class Handler(QuietHandler):
         def _answer(self) -> None:
             path = urlparse(self.path).path
             length = int(self.headers.get("Content-Length") or 0)
@@ -273,14 +269,6 @@ def serve_fake_replicate(api: FakeReplicate) -> Iterator[FakeReplicate]:
 
         do_GET = do_POST = do_PATCH = do_DELETE = _answer
 
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    api.url = f"http://127.0.0.1:{server.server_address[1]}"
-    # A short poll interval: shutdown() waits for it, once per test.
-    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
-    thread.start()
-    try:
+    with local_server(Handler) as url:
+        api.url = url
         yield api
-    finally:
-        server.shutdown()
-        server.server_close()
-        thread.join()

@@ -9,7 +9,6 @@ import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import httpx
 import pytest
@@ -43,6 +42,7 @@ from llmserve.loadtest import (
     request_result,
     run_level,
 )
+from tests.localserver import QuietHandler, local_server
 
 # What coglet 0.23.1 sent for one streamed prediction of the tiny model (logs shortened).
 COGLET_STREAM = """\
@@ -341,11 +341,8 @@ class FakeCog:
 
 @contextmanager
 def serve_fake_cog(fake: FakeCog) -> Iterator[FakeCog]:
-    class Handler(BaseHTTPRequestHandler):
+    class Handler(QuietHandler):
         protocol_version = "HTTP/1.1"
-
-        def log_message(self, *args) -> None:
-            """Keep the test output free of access logs."""
 
         def _send(self, status: int, body: bytes, content_type: str) -> None:
             self.send_response(status)
@@ -380,15 +377,12 @@ def serve_fake_cog(fake: FakeCog) -> Iterator[FakeCog]:
                 self.wfile.flush()
                 fake.release.wait(30)  # until the client cancels the prediction
 
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    fake.url = f"http://127.0.0.1:{server.server_address[1]}"
-    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
-    thread.start()
-    try:
-        yield fake
-    finally:
-        fake.release.set()
-        server.shutdown()
+    with local_server(Handler) as url:
+        fake.url = url
+        try:
+            yield fake
+        finally:
+            fake.release.set()  # before shutdown(), which waits for a handler still holding a stream
 
 
 async def send_once(url: str, timeout: float = 10) -> StreamTracker:

@@ -12,12 +12,6 @@ from tests.fakereplicate import TOKEN, FakeReplicate, serve_fake_replicate
 VERSION = "0a1b2c3d"
 
 
-@pytest.fixture(autouse=True)
-def _no_replicate_env(monkeypatch: pytest.MonkeyPatch) -> None:
-    for name in ("REPLICATE_API_TOKEN", "REPLICATE_BASE_URL"):
-        monkeypatch.delenv(name, raising=False)
-
-
 @pytest.fixture
 def api(monkeypatch: pytest.MonkeyPatch):
     fake = FakeReplicate(models={"alice/pregunta": [VERSION]}, output=["Apren", "dizaje", " automático."])

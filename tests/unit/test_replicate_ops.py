@@ -23,19 +23,7 @@ from llmserve.replicate_ops import (
     weights_warning,
 )
 from tests.conftest import ROOT
-from tests.fakereplicate import TOKEN, FakeReplicate, serve_fake_replicate
-
-
-@pytest.fixture(autouse=True)
-def _no_replicate_env(monkeypatch: pytest.MonkeyPatch) -> None:
-    for name in ("REPLICATE_API_TOKEN", "REPLICATE_BASE_URL", "DOCKER_CONFIG"):
-        monkeypatch.delenv(name, raising=False)
-
-
-@pytest.fixture
-def api():
-    with serve_fake_replicate(FakeReplicate()) as fake:
-        yield fake
+from tests.fakereplicate import TOKEN
 
 
 @pytest.fixture

@@ -16,25 +16,13 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import ROOT
-from tests.fakereplicate import TOKEN, FakeReplicate, serve_fake_replicate
+from tests.fakereplicate import TOKEN, FakeReplicate
 
 CLIENT = [sys.executable, str(ROOT / "scripts" / "client.py")]
 E1007 = (
     "E1007 MinAboveMax: min_new_tokens: min_new_tokens=200 is above max_new_tokens=100. "
     "Lower min_new_tokens or raise max_new_tokens so that min_new_tokens <= max_new_tokens."
 )
-
-
-@pytest.fixture(autouse=True)
-def _no_replicate_env(monkeypatch: pytest.MonkeyPatch) -> None:
-    for name in ("REPLICATE_API_TOKEN", "REPLICATE_BASE_URL", "DOCKER_CONFIG"):
-        monkeypatch.delenv(name, raising=False)
-
-
-@pytest.fixture
-def api():
-    with serve_fake_replicate(FakeReplicate()) as fake:
-        yield fake
 
 
 def run(command: list[str], api: FakeReplicate | None, *, token: str | None = TOKEN, **env: str):
