@@ -36,7 +36,7 @@ class Stats:
     seed: int
     input_token_count: int
     output_token_count: int = 0
-    time_to_first_token: float | None = None  # seconds from the start of prefill to the first new token
+    time_to_first_token: float | None = None  # seconds from handing the prompt to the engine to the first token
     decode_seconds: float = 0.0  # from the first new token to the last
     stop_reason: str = "interrupted"  # until it ends by "eos", "stop_sequence" or "max_new_tokens"
 
