@@ -72,12 +72,13 @@ def bucket(rows: int, slots: int) -> int:
 
 
 class Scheduler:
-    def __init__(self, backend: Backend, *, eos_token_ids: frozenset[int]) -> None:
+    def __init__(self, backend: Backend, *, eos_token_ids: frozenset[int], pipelined: bool | None = None) -> None:
+        """`pipelined` (default: on CUDA) hands out step n's tokens after launching step n+1."""
         self.backend = backend
         self.eos_token_ids = eos_token_ids
         self.sampler = SlotSampler(backend.slots, backend.vocab_size, eos_token_ids, backend.device)
         self._last_tokens = torch.zeros(backend.slots, dtype=torch.int64, device=backend.device)
-        self._pipelined = backend.device.type == "cuda"
+        self._pipelined = backend.device.type == "cuda" if pipelined is None else pipelined
         self._slots: list[Job | None] = [None] * backend.slots
         self._pending: deque[Job] = deque()
         self._wake = threading.Condition()
@@ -183,7 +184,7 @@ class Scheduler:
             return None
         self._last_tokens[:rows] = tokens
         ready = None
-        if self._pipelined:
+        if tokens.is_cuda:
             tokens = tokens.to("cpu", non_blocking=True)
             ready = torch.cuda.Event()
             ready.record()

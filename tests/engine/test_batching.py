@@ -179,3 +179,31 @@ def test_bfloat16_on_cpu_matches_transformers_greedy(tiny_model_dir):
         )
     finally:
         engine.close()
+
+
+def test_the_pipelined_loop_gives_the_same_tokens_and_frees_slots(tiny_model_dir):
+    """The CUDA loop (hand out step n after launching step n+1), run on the CPU: late finishes, slot reuse."""
+    from llmserve.scheduler import Scheduler
+
+    engine = Engine.load(tiny_model_dir, device=torch.device("cpu"), dtype=torch.float32, slots=2)
+    engine.scheduler.close()
+    scheduler = Scheduler(engine.backend, eos_token_ids=engine.eos_token_ids, pipelined=True)
+    try:
+        texts = ["Hola", "Question: What is the capital of France?\nAnswer:", "¿Qué es el aprendizaje automático?"]
+        lengths = [5, 12, 9]  # the first ends early; the third waits for its slot
+        prompts = [engine.encode(t) for t in texts]
+        recorders = [Recorder() for _ in texts]
+        for prompt, n, r in zip(prompts, lengths, recorders, strict=True):
+            scheduler.submit(prompt, params(max_new_tokens=n, min_new_tokens=n), r)
+        for r in recorders:
+            r.wait(finished)
+        for prompt, n, r in zip(prompts, lengths, recorders, strict=True):
+            assert r.outcome is None and r.tokens == reference_greedy(tiny_model_dir, prompt, n)
+        cancelled = Recorder()
+        job = scheduler.submit(prompts[0], params(max_new_tokens=200, min_new_tokens=200), cancelled)
+        cancelled.wait(has_tokens(2))
+        scheduler.cancel(job)
+        cancelled.wait(finished)
+        assert len(cancelled.tokens) < 200 and scheduler.active() == 0
+    finally:
+        scheduler.close()
