@@ -1,0 +1,85 @@
+"""The fast path on a CUDA GPU at falcon-rw-1b's full size: the CPU checks again, plus the compiled step.
+
+Skipped without a GPU (CI has none). Run on a GPU machine with `.venv/bin/python -m pytest tests/gpu`.
+"""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from llmserve.engine import Engine
+from llmserve.tiny import build_tokenizer, falcon_rw_1b_config
+from tests.engine.test_batching import Recorder, finished, has_tokens
+from tests.engine.test_engine import params
+
+pytestmark = [
+    pytest.mark.gpu,
+    pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU"),
+]
+
+LENGTHS = [24, 40, 16]
+
+
+@pytest.fixture(scope="module")
+def model():
+    """falcon-rw-1b's architecture, random weights spread wide enough that greedy choices are not near-ties."""
+    from transformers import FalconForCausalLM
+
+    torch.manual_seed(0)
+    config = falcon_rw_1b_config(initializer_range=0.1, eos_token_id=0)
+    return FalconForCausalLM(config).to("cuda", torch.float32).eval()
+
+
+def prompts(n: int) -> list[list[int]]:
+    return [[(37 * i + 11 * k) % 50000 + 1 for k in range(16 + 150 * i)] for i in range(n)]
+
+
+def reference(model, prompt: list[int], n: int) -> list[int]:
+    ids = torch.tensor([prompt], device="cuda")
+    with torch.inference_mode():
+        out = model.generate(ids, max_new_tokens=n, min_new_tokens=n, do_sample=False, pad_token_id=0)
+    return out[0, len(prompt) :].tolist()
+
+
+def joining(engine: Engine) -> list[list[int]]:
+    """Three requests of different lengths, the second and third joining a batch already under way."""
+    recorders = [Recorder() for _ in LENGTHS]
+    for i, (prompt, n) in enumerate(zip(prompts(3), LENGTHS, strict=True)):
+        engine.scheduler.submit(prompt, params(max_new_tokens=n, min_new_tokens=n), recorders[i])
+        recorders[i].wait(has_tokens(3))
+    for r in recorders:
+        r.wait(finished)
+        assert r.outcome is None
+    return [r.tokens for r in recorders]
+
+
+def test_fast_path_float32_equals_transformers_solo_and_batched(model):
+    engine = Engine(model, build_tokenizer(), slots=4, compile="off")
+    try:
+        assert engine.backend_name == "FalconRWStatic"
+        expected = [reference(model, p, n) for p, n in zip(prompts(3), LENGTHS, strict=True)]
+        solo = [
+            list(engine.generate(p, params(max_new_tokens=n, min_new_tokens=n)))
+            for p, n in zip(prompts(3), LENGTHS, strict=True)
+        ]
+        assert solo == expected
+        assert joining(engine) == expected
+    finally:
+        engine.close()
+
+
+def test_compiled_step_matches_the_eager_step(model):
+    """CUDA graphs for every batch size, captured at warm-up, give the eager path's greedy tokens."""
+    eager = Engine(model, build_tokenizer(), slots=4, compile="off")
+    try:
+        expected = joining(eager)
+    finally:
+        eager.close()
+    compiled = Engine(model, build_tokenizer(), slots=4, compile="on")
+    try:
+        assert compiled.backend.compiled
+        compiled.backend.warm_up()
+        assert joining(compiled) == expected
+    finally:
+        compiled.close()
