@@ -130,18 +130,28 @@ class Scheduler:
                 if self._closing:
                     break
                 arrivals = self._take_arrivals()
-            for job in arrivals:
-                self._start(job)
-            self._free_cancelled()
-            launched = self._launch() if any(self._slots) else None
-            if not self._pipelined and launched is not None:
-                self._hand_out(launched)
-                launched = None
-            if inflight is not None:
-                self._hand_out(inflight)
-            inflight = launched
+            try:
+                inflight = self._iterate(arrivals, inflight)
+            except Exception as e:  # a bug or a device error: end the requests in flight, keep serving
+                logger.exception("decode loop failed; ending the %d running requests", self.active())
+                for job in filter(None, self._slots):
+                    self._finish(job, e)
+                inflight = None
         for job in [*self._pending, *filter(None, self._slots)]:
             self._finish(job, RuntimeError("the model server is shutting down"))
+
+    def _iterate(self, arrivals: list[Job], inflight: _Step | None) -> _Step | None:
+        """Prefill the arrivals, launch one step, hand out the previous one; return the step still in flight."""
+        for job in arrivals:
+            self._start(job)
+        self._free_cancelled()
+        launched = self._launch() if any(self._slots) else None
+        if not self._pipelined and launched is not None:
+            self._hand_out(launched)
+            launched = None
+        if inflight is not None:
+            self._hand_out(inflight)
+        return launched
 
     def _take_arrivals(self) -> list[Job]:
         """Pending requests that fit in the free slots, lowest slots first; cancelled ones are dropped."""

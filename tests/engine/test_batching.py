@@ -207,3 +207,28 @@ def test_the_pipelined_loop_gives_the_same_tokens_and_frees_slots(tiny_model_dir
         assert len(cancelled.tokens) < 200 and scheduler.active() == 0
     finally:
         scheduler.close()
+
+
+def test_a_failing_step_ends_the_running_requests_and_the_engine_goes_on(tiny_model_dir, monkeypatch):
+    engine = Engine.load(tiny_model_dir, device=torch.device("cpu"), dtype=torch.float32, slots=2)
+    try:
+        decode = engine.backend.decode
+        calls = {"n": 0}
+
+        def fails_once(tokens, rows):
+            calls["n"] += 1
+            if calls["n"] == 3:
+                raise RuntimeError("CUDA error: an illegal memory access was encountered")
+            return decode(tokens, rows)
+
+        monkeypatch.setattr(engine.backend, "decode", fails_once)
+        hit = Recorder()
+        engine.scheduler.submit(engine.encode("Hola"), params(max_new_tokens=20, min_new_tokens=20), hit)
+        hit.wait(finished)
+        assert isinstance(hit.outcome, RuntimeError) and "illegal memory access" in str(hit.outcome)
+        after = Recorder()
+        engine.scheduler.submit(engine.encode("Hola"), params(max_new_tokens=5, min_new_tokens=5), after)
+        after.wait(finished)
+        assert after.outcome is None and len(after.tokens) == 5 and engine.scheduler.active() == 0
+    finally:
+        engine.close()
