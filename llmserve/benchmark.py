@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from .config import PROJECT_ROOT
+from .params import SamplingParams
 
 
 @dataclass(frozen=True)
@@ -183,31 +184,18 @@ def eager_single_stream(model, ids: list[int], new_tokens: int, device: str) -> 
 
 
 def engine_single_stream(engine, ids: list[int], new_tokens: int) -> SingleStream:
-    params = _greedy(new_tokens)
-    list(engine.generate(ids, _greedy(2)))  # warm-up, as for eager: same prompt, so the same kernel shapes
+    params = SamplingParams.plain_greedy(new_tokens, min_new_tokens=new_tokens)
+    # Warm-up, as for eager: the same prompt, so the same kernel shapes.
+    list(engine.generate(ids, SamplingParams.plain_greedy(2)))
     start = time.perf_counter()
     stamps = [time.perf_counter() for _ in engine.generate(ids, params)]
     decode = (len(stamps) - 1) / (stamps[-1] - stamps[0])
     return SingleStream(engine.backend_name, len(ids), new_tokens, stamps[0] - start, decode)
 
 
-def _greedy(new_tokens: int):
-    from .params import SamplingParams
-
-    return SamplingParams(
-        max_new_tokens=new_tokens,
-        min_new_tokens=new_tokens,
-        temperature=0.0,
-        top_p=1.0,
-        top_k=0,
-        repetition_penalty=1.0,
-        seed=0,
-    )
-
-
 def batch_agreement(engine, prompts: Sequence[list[int]], new_tokens: int) -> Agreement:
     """Does a greedy answer depend on its batch? Exactly not in float32; in bf16 kernels may round differently."""
-    params = _greedy(new_tokens)
+    params = SamplingParams.plain_greedy(new_tokens, min_new_tokens=new_tokens)
     alone = [list(engine.generate(p, params)) for p in prompts]
     together: list[list[int]] = [[] for _ in prompts]
     ready = threading.Barrier(len(prompts))

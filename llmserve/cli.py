@@ -152,9 +152,7 @@ def measure_cpu_dtype(argv: list[str]) -> int:
     model = FalconForCausalLM(falcon_rw_1b_config()).eval()
     prompt = [100 + i % 50000 for i in range(args.prompt_tokens)]
     n = args.new_tokens
-    params = SamplingParams(
-        max_new_tokens=n, min_new_tokens=n, temperature=0.0, top_p=1.0, top_k=0, repetition_penalty=1.0, seed=0
-    )
+    params = SamplingParams.plain_greedy(n, min_new_tokens=n)
     print(f"torch {torch.__version__}, transformers {transformers.__version__}, {torch.get_num_threads()} threads")
     print(f"falcon-rw-1b shape, random weights, {args.prompt_tokens}-token prompt, {n} new tokens, greedy")
     tokenizer = build_tokenizer()  # only for the Engine's interface: the prompt is ids already

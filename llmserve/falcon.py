@@ -89,10 +89,6 @@ class FalconRWStatic(torch.nn.Module):
             # One CUDA graph per row count, replayed every step: no per-token kernel launches from Python.
             self._decode = torch.compile(self._decode_step, mode="reduce-overhead", fullgraph=True)
 
-    @property
-    def cache_bytes(self) -> int:
-        return 2 * self.k_cache.numel() * self.k_cache.element_size()
-
     @torch.inference_mode()
     def prefill(self, slot: int, prompt_ids: Sequence[int]) -> torch.Tensor:
         """Run the prompt into `slot`'s cache; return the float32 logits for the first new token."""

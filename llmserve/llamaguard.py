@@ -40,15 +40,7 @@ PROMPT_CATEGORIES: dict[str, str] = {
 }
 # "unsafe\nS1,S2,...,S14" is about 40 tokens at most; a real verdict is 1 to 6.
 VERDICT_TOKENS = 20
-_GREEDY = SamplingParams(
-    max_new_tokens=VERDICT_TOKENS,
-    min_new_tokens=0,
-    temperature=0.0,
-    top_p=1.0,
-    top_k=0,
-    repetition_penalty=1.0,
-    seed=0,
-)
+_GREEDY = SamplingParams.plain_greedy(VERDICT_TOKENS)
 _CODE = re.compile(r"\bS(\d{1,2})\b")
 # Where the output filter asks the classifier: after a sentence, or after this many characters without one.
 _SENTENCE_END = re.compile(r"[.!?\u2026](?=\s)|\n")

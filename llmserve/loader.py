@@ -14,9 +14,7 @@ from .weights import resolve_model_path
 
 logger = logging.getLogger(__name__)
 
-_WARMUP = SamplingParams(
-    max_new_tokens=2, min_new_tokens=0, temperature=0.0, top_p=1.0, top_k=0, repetition_penalty=1.0, seed=0
-)
+_WARMUP = SamplingParams.plain_greedy(2)
 
 
 def load_answerer(settings: Settings, *, allow_download: bool = True) -> Answerer:

@@ -77,6 +77,19 @@ class SamplingParams:
         # Dividing logits by a temperature this close to 0 overflows to inf; the limit is greedy anyway.
         return self.temperature < GREEDY_BELOW
 
+    @classmethod
+    def plain_greedy(cls, max_new_tokens: int, *, min_new_tokens: int = 0) -> SamplingParams:
+        """Greedy with no penalty or filters: warm-ups, the moderation classifier, benchmarks."""
+        return cls(
+            max_new_tokens=max_new_tokens,
+            min_new_tokens=min_new_tokens,
+            temperature=0.0,
+            top_p=1.0,
+            top_k=0,
+            repetition_penalty=1.0,
+            seed=0,
+        )
+
 
 @dataclass(frozen=True)
 class Request:
