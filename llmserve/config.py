@@ -44,6 +44,9 @@ class Settings:
     engine: str = "auto"
     # CUDA graphs through torch.compile for the fast path's decode step: "auto" = on CUDA only.
     compile: str = "auto"
+    # Where compiled code is kept between setups (inductor's cache); inside WEIGHTS_DIR so `cog build` bakes in
+    # what a setup on the target GPU compiled. Defaults to TORCHINDUCTOR_CACHE_DIR when only that is set.
+    compile_cache: Path = PROJECT_ROOT / "weights" / "torch-compile"
     # What the moderation stage checks (llmserve.moderation): the question, the answer as it streams, or both.
     moderation: str = "both"
     # Per-category patterns in Spanish and English; point it at your own file to extend or replace them.
@@ -62,17 +65,21 @@ class Settings:
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
         env = os.environ if env is None else env
         model_id = env.get("MODEL_ID") or DEFAULT_MODEL_ID
+        weights_dir = Path(env.get("WEIGHTS_DIR") or cls.weights_dir).expanduser()
         default_revision = DEFAULT_MODEL_REVISION if model_id == DEFAULT_MODEL_ID else "main"
         settings = cls(
             model_id=model_id,
             model_revision=env.get("MODEL_REVISION") or default_revision,
             dtype=(env.get("DTYPE") or "auto").lower(),
             device=(env.get("DEVICE") or "auto").lower(),
-            weights_dir=Path(env.get("WEIGHTS_DIR") or cls.weights_dir).expanduser(),
+            weights_dir=weights_dir,
             hf_token=env.get("HF_TOKEN") or None,
             max_concurrency=_whole_number(env, "COG_MAX_CONCURRENCY", cls.max_concurrency),
             engine=(env.get("ENGINE") or "auto").lower(),
             compile=(env.get("COMPILE") or "auto").lower(),
+            compile_cache=Path(
+                env.get("COMPILE_CACHE_DIR") or env.get("TORCHINDUCTOR_CACHE_DIR") or weights_dir / "torch-compile"
+            ).expanduser(),
             moderation=(env.get("MODERATION") or "both").lower(),
             moderation_rules=Path(env.get("MODERATION_RULES") or DEFAULT_MODERATION_RULES).expanduser(),
             moderation_model=env.get("MODERATION_MODEL") or "",
@@ -94,6 +101,16 @@ class Settings:
                     f"Set {name} to one of those, or unset it for {default}.",
                 )
         return settings
+
+
+def keep_compiled_code_in(directory: Path) -> None:
+    """Point inductor's caches (FX graphs, AOT autograd, Triton kernels) at `directory`: COMPILE_CACHE_DIR.
+
+    inductor reads TORCHINDUCTOR_CACHE_DIR whenever it compiles, and sets it to a temporary directory the first
+    time it finds it unset (loading a model with transformers does that), so this overwrites it, process-wide.
+    A cache written for another GPU, torch or model simply misses: inductor keys every entry on them.
+    """
+    os.environ["TORCHINDUCTOR_CACHE_DIR"] = str(directory.expanduser().resolve())
 
 
 def _whole_number(env: Mapping[str, str], name: str, default: int) -> int:

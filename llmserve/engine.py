@@ -12,7 +12,7 @@ from jinja2 import TemplateError
 from transformers import AutoModelForCausalLM, AutoTokenizer, DynamicCache
 
 from . import falcon
-from .config import Settings
+from .config import Settings, keep_compiled_code_in
 from .errors import ErrorCode, InputError, SetupError
 from .params import SamplingParams
 from .prompts import fold_system_turn
@@ -44,8 +44,13 @@ def pick_device_and_dtype(*, device: str = "auto", dtype: str = "auto") -> tuple
     return torch.device(device), chosen
 
 
-def pick_backend(model, *, kind: str, slots: int, max_length: int, compile: str) -> Backend:
-    """The fast Falcon-RW path when the model has that layout (ENGINE=auto|fast), else transformers' own."""
+def pick_backend(
+    model, *, kind: str, slots: int, max_length: int, compile: str, compile_cache: Path | None = None
+) -> Backend:
+    """The fast Falcon-RW path when the model has that layout (ENGINE=auto|fast), else transformers' own.
+
+    A compiled step keeps what it compiled in `compile_cache`, so the next setup reads it back.
+    """
     if kind == "fast" and not falcon.supports(model.config):
         raise SetupError(
             ErrorCode.BadConfig,
@@ -56,6 +61,9 @@ def pick_backend(model, *, kind: str, slots: int, max_length: int, compile: str)
     device = next(model.parameters()).device
     if kind != "transformers" and falcon.supports(model.config):
         use_compile = compile == "on" or (compile == "auto" and device.type == "cuda")
+        if use_compile and compile_cache is not None:
+            keep_compiled_code_in(compile_cache)
+            logger.info("the compiled decode step is cached in %s", compile_cache)
         return falcon.FalconRWStatic(model, slots=slots, max_length=max_length, compile=use_compile)
     return TransformersSlots(model, slots=slots)
 
@@ -105,6 +113,7 @@ class Engine:
         slots: int = 1,
         kind: str = "auto",
         compile: str = "auto",
+        compile_cache: Path | None = None,
         eos_token_ids: frozenset[int] | None = None,
     ) -> None:
         """`eos_token_ids` overrides the model's (benchmarks on random weights pass none, to force the length)."""
@@ -115,7 +124,14 @@ class Engine:
         self.dtype = param.dtype
         self.context_length = _context_length(model.config, tokenizer)
         self.eos_token_ids = _eos_token_ids(model, tokenizer) if eos_token_ids is None else eos_token_ids
-        self.backend = pick_backend(model, kind=kind, slots=slots, max_length=self.context_length, compile=compile)
+        self.backend = pick_backend(
+            model,
+            kind=kind,
+            slots=slots,
+            max_length=self.context_length,
+            compile=compile,
+            compile_cache=compile_cache,
+        )
         self.scheduler = Scheduler(self.backend, eos_token_ids=self.eos_token_ids)
 
     @classmethod
@@ -128,6 +144,7 @@ class Engine:
         slots: int = 1,
         kind: str = "auto",
         compile: str = "auto",
+        compile_cache: Path | None = None,
     ) -> Engine:
         """Load model and tokenizer from a local directory (see weights.resolve_model_path)."""
         if not (path / "config.json").is_file():
@@ -147,7 +164,7 @@ class Engine:
                 f"could not load a causal LM from {path}: {type(e).__name__}: {e}",
                 "MODEL_ID must name a Hugging Face causal language model that this transformers version supports.",
             ) from e
-        return cls(model, tokenizer, slots=slots, kind=kind, compile=compile)
+        return cls(model, tokenizer, slots=slots, kind=kind, compile=compile, compile_cache=compile_cache)
 
     @classmethod
     def from_settings(cls, settings: Settings, path: Path) -> Engine:
@@ -159,6 +176,7 @@ class Engine:
             slots=settings.max_concurrency,
             kind=settings.engine,
             compile=settings.compile,
+            compile_cache=settings.compile_cache,
         )
 
     @property

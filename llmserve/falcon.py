@@ -17,7 +17,7 @@ import torch.nn.functional as F
 
 from .scheduler import bucket
 
-_SPAN_STEP = 128  # eager decode attends over the used cache positions, rounded up to this
+_SPAN_STEP = 128  # decode attends over the used cache positions, rounded up to a multiple of this
 
 logger = logging.getLogger(__name__)
 
@@ -69,15 +69,18 @@ class FalconRWStatic(torch.nn.Module):
         self.head_dim = config.hidden_size // self.num_heads
         self.vocab_size = model.lm_head.out_features
         layers = config.num_hidden_layers
-        shape = (layers, slots, self.num_heads, max_length, self.head_dim)
+        # One position more than a step ever reads: a span never equals the buffers' length, a case that a
+        # compiled step would otherwise need a graph of its own for.
+        cache_length = max_length + 1
+        shape = (layers, slots, self.num_heads, cache_length, self.head_dim)
         self.register_buffer("k_cache", torch.zeros(shape, dtype=self.dtype, device=self.device), persistent=False)
         self.register_buffer("v_cache", torch.zeros(shape, dtype=self.dtype, device=self.device), persistent=False)
         # The next write index of each slot.
         self.register_buffer("positions", torch.zeros(slots, dtype=torch.int64, device=self.device), persistent=False)
         scale = math.sqrt(self.head_dim)
-        alibi = alibi_bias(self.num_heads, max_length, dtype=self.dtype, device=self.device) / scale
+        alibi = alibi_bias(self.num_heads, cache_length, dtype=self.dtype, device=self.device) / scale
         self.register_buffer("alibi", alibi, persistent=False)
-        self.register_buffer("key_index", torch.arange(max_length, device=self.device), persistent=False)
+        self.register_buffer("key_index", torch.arange(cache_length, device=self.device), persistent=False)
         self.min_value = torch.finfo(self.dtype).min
         self._lengths = [0] * slots  # positions[] as known on the CPU, without a device sync
         # On CPU, matrix-vector products read bf16 weights about 1.3x faster than one-row matrix products
@@ -86,8 +89,10 @@ class FalconRWStatic(torch.nn.Module):
         self.compiled = compile
         self._decode = self._decode_step
         if compile:
-            # One CUDA graph per row count, replayed every step: no per-token kernel launches from Python.
-            self._decode = torch.compile(self._decode_step, mode="reduce-overhead", fullgraph=True)
+            # One CUDA graph per (row count, span), replayed every step: no per-token kernel launches from Python.
+            # Row count and span are symbolic from the start, so the compiler traces the step twice (one row, and
+            # many), not once per shape; a CUDA graph is still captured per (rows, span) in warm_up().
+            self._decode = torch.compile(self._decode_step, mode="reduce-overhead", fullgraph=True, dynamic=True)
 
     @torch.inference_mode()
     def prefill(self, slot: int, prompt_ids: Sequence[int]) -> torch.Tensor:
@@ -109,21 +114,34 @@ class FalconRWStatic(torch.nn.Module):
     @torch.inference_mode()
     def decode(self, tokens: torch.Tensor, rows: int) -> torch.Tensor:
         """One token for each of the first `rows` slots: (rows,) ids in, (rows, vocab) float32 logits out."""
-        if self.compiled:
-            span = self.max_length  # one shape per row count, so one CUDA graph each
-        else:
-            # Eager: attend over the positions in use only, rounded up so that the kernels see few shapes.
-            longest = max(self._lengths[:rows]) + 1
-            span = min(self.max_length, -(-longest // _SPAN_STEP) * _SPAN_STEP)
+        span = self.span(max(self._lengths[:rows]) + 1)
         for row in range(rows):
             self._lengths[row] = min(self._lengths[row] + 1, self.max_length - 1)
         return self._decode(tokens, rows, span)
 
+    def span(self, longest: int) -> int:
+        """How many cache positions a step attends over when the longest row holds `longest` of them.
+
+        Reading the whole cache every step would cost as much as reading the weights a few times over at 32
+        rows, so a step reads only the positions in use, rounded up: to a multiple of 128 when eager, to a
+        power-of-two multiple of 128 when compiled, so that few shapes (CUDA graphs) are ever captured.
+        """
+        steps = -(-longest // _SPAN_STEP)
+        if self.compiled:
+            steps = bucket(steps, self.max_length)
+        return min(self.max_length, steps * _SPAN_STEP)
+
+    def spans(self) -> list[int]:
+        """Every span a step can see, smallest first."""
+        return sorted({self.span(longest) for longest in range(1, self.max_length + 1)})
+
     def release(self, slot: int) -> None:
-        """Nothing to free: the next request's prefill overwrites the slot, and its length masks the rest."""
+        """Forget the slot's length so that it no longer widens the span; the next prefill overwrites the rest."""
+        self._lengths[slot] = 0
+        self.positions[slot] = 0
 
     def warm_up(self) -> None:
-        """Compile and capture the decode step for every batch size the scheduler uses, before serving.
+        """Compile and capture the decode step for every (batch size, span) the scheduler uses, before serving.
 
         Runs while no request holds a slot: the steps write only into positions a later prefill overwrites.
         """
@@ -131,12 +149,14 @@ class FalconRWStatic(torch.nn.Module):
             return
         sizes = sorted({bucket(rows, self.slots) for rows in range(1, self.slots + 1)})
         tokens = torch.zeros(self.slots, dtype=torch.int64, device=self.device)
-        for rows in sizes:
-            for _ in range(3):  # reduce-overhead records the CUDA graph on a later call than the first
-                self.decode(tokens[:rows], rows)
+        with torch.inference_mode():
+            for rows in sizes:
+                for span in self.spans():
+                    for _ in range(3):  # reduce-overhead records the CUDA graph on a later call than the first
+                        self._decode(tokens[:rows], rows, span)
         self.positions.zero_()
         self._lengths = [0] * self.slots
-        logger.info("compiled the decode step for batch sizes %s", sizes)
+        logger.info("compiled the decode step for batch sizes %s and spans %s", sizes, self.spans())
 
     def _decode_step(self, tokens: torch.Tensor, rows: int, span: int) -> torch.Tensor:
         pos = self.positions[:rows]

@@ -634,4 +634,3 @@ def moderate_stream(
             close()  # stops generation: the engine frees the request's slot
         if on_metrics is not None:
             on_metrics(moderation_metrics(input_decision, filt))
-

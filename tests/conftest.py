@@ -19,6 +19,8 @@ CONFIG_VARS = (
     "HF_TOKEN",
     "ENGINE",
     "COMPILE",
+    "COMPILE_CACHE_DIR",
+    "TORCHINDUCTOR_CACHE_DIR",
     "MODERATION",
     "MODERATION_RULES",
     "MODERATION_MODEL",
@@ -40,7 +42,9 @@ def pytest_configure(config: pytest.Config) -> None:
 @pytest.fixture(autouse=True)
 def _clean_config_env(monkeypatch: pytest.MonkeyPatch) -> None:
     for name in CONFIG_VARS + ("COG_MAX_CONCURRENCY", "PORT"):
-        monkeypatch.delenv(name, raising=False)
+        # Set first so that monkeypatch remembers the original and undoes what the code under test sets too.
+        monkeypatch.setenv(name, "")
+        monkeypatch.delenv(name)
 
 
 @pytest.fixture(scope="session")

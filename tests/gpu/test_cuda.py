@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import pytest
 import torch
+from torch._dynamo.utils import counters
 
 from llmserve.engine import Engine
 from llmserve.tiny import build_tokenizer, falcon_rw_1b_config
@@ -32,7 +33,8 @@ def model():
 
 
 def prompts(n: int) -> list[list[int]]:
-    return [[(37 * i + 11 * k) % 50000 + 1 for k in range(16 + 150 * i)] for i in range(n)]
+    """110, 260 and 410 tokens: the first request's span grows from 128 to 256 while it runs."""
+    return [[(37 * i + 11 * k) % 50000 + 1 for k in range(110 + 150 * i)] for i in range(n)]
 
 
 def reference(model, prompt: list[int], n: int) -> list[int]:
@@ -70,7 +72,7 @@ def test_fast_path_float32_equals_transformers_solo_and_batched(model):
 
 
 def test_compiled_step_matches_the_eager_step(model):
-    """CUDA graphs for every batch size, captured at warm-up, give the eager path's greedy tokens."""
+    """CUDA graphs for every (batch size, span), captured at warm-up, give the eager path's greedy tokens."""
     eager = Engine(model, build_tokenizer(), slots=4, compile="off")
     try:
         expected = joining(eager)
@@ -80,6 +82,8 @@ def test_compiled_step_matches_the_eager_step(model):
     try:
         assert compiled.backend.compiled
         compiled.backend.warm_up()
+        graphs = counters["stats"]["unique_graphs"]
         assert joining(compiled) == expected
+        assert counters["stats"]["unique_graphs"] == graphs, "serving compiled a shape that warm-up missed"
     finally:
         compiled.close()

@@ -64,8 +64,12 @@ def test_server_settings():
 def test_concurrency_engine_and_compile():
     settings = Settings.from_env({})
     assert (settings.max_concurrency, settings.engine, settings.compile) == (1, "auto", "auto")
+    assert settings.compile_cache == settings.weights_dir / "torch-compile"
     settings = Settings.from_env({"COG_MAX_CONCURRENCY": "8", "ENGINE": "Transformers", "COMPILE": "off"})
     assert (settings.max_concurrency, settings.engine, settings.compile) == (8, "transformers", "off")
+    assert Settings.from_env({"WEIGHTS_DIR": "/w"}).compile_cache == Path("/w/torch-compile")
+    assert Settings.from_env({"COMPILE_CACHE_DIR": "/c", "TORCHINDUCTOR_CACHE_DIR": "/t"}).compile_cache == Path("/c")
+    assert Settings.from_env({"TORCHINDUCTOR_CACHE_DIR": "/t"}).compile_cache == Path("/t")
     for env, field in (
         ({"COG_MAX_CONCURRENCY": "0"}, "COG_MAX_CONCURRENCY"),
         ({"COG_MAX_CONCURRENCY": "many"}, "COG_MAX_CONCURRENCY"),

@@ -510,7 +510,6 @@ class Source:
             self.closed = True
 
 
-
 def test_moderate_stream_passes_a_safe_answer_and_records_metrics(rules):
     source, recorded = Source(chunked(SAFE_ANSWER, 3)), []
     allowed = Decision(True, (), "rules", 0.001)

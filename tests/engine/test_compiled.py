@@ -1,0 +1,120 @@
+"""The compiled decode step (what runs on CUDA), traced and run on the CPU with the tiny model in float32.
+
+On CPU, torch.compile(mode="reduce-overhead") compiles with inductor but skips the CUDA graphs; the shapes,
+the span buckets and the warm-up are the ones the GPU uses. tests/gpu repeats this on CUDA at full size.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+import torch
+from torch._dynamo.utils import counters
+
+from llmserve.engine import Engine
+from llmserve.tiny import make_tiny_model
+from tests.conftest import ROOT
+from tests.engine.test_batching import Recorder, finished, has_tokens
+from tests.engine.test_engine import params, reference_greedy
+
+CONTEXT = 512  # three span buckets: 128, 256, 512
+# (prompt length, new tokens): the first crosses from the 128 span to 256 while the others run.
+REQUESTS = [(100, 60), (20, 12), (300, 8)]
+
+
+@pytest.fixture(scope="module")
+def model_dir(tmp_path_factory):
+    return make_tiny_model(tmp_path_factory.mktemp("tiny-512"), context_length=CONTEXT)
+
+
+@pytest.fixture(scope="module")
+def compile_cache(tmp_path_factory):
+    return tmp_path_factory.mktemp("compile-cache")
+
+
+def prompt(i: int, length: int) -> list[int]:
+    return [(37 * i + 11 * k) % 200 + 1 for k in range(length)]
+
+
+def joining(engine: Engine) -> list[list[int]]:
+    """Requests of different lengths, each joining a batch already under way."""
+    recorders = [Recorder() for _ in REQUESTS]
+    for i, (length, n) in enumerate(REQUESTS):
+        engine.scheduler.submit(prompt(i, length), params(max_new_tokens=n, min_new_tokens=n), recorders[i])
+        recorders[i].wait(has_tokens(3))
+    for r in recorders:
+        r.wait(finished)
+        assert r.outcome is None
+    return [r.tokens for r in recorders]
+
+
+def test_spans_are_few_and_cover_every_length(model_dir):
+    engine = Engine.load(model_dir, device=torch.device("cpu"), dtype=torch.float32, slots=2, compile="on")
+    try:
+        backend = engine.backend
+        assert backend.spans() == [128, 256, 512]
+        for longest in range(1, CONTEXT + 1):
+            assert longest <= backend.span(longest) in backend.spans()
+    finally:
+        engine.close()
+
+
+def test_compiled_step_gives_transformers_greedy_tokens_and_compiles_nothing_after_warm_up(model_dir, compile_cache):
+    expected = [reference_greedy(model_dir, prompt(i, length), n) for i, (length, n) in enumerate(REQUESTS)]
+    engine = Engine.load(
+        model_dir,
+        device=torch.device("cpu"),
+        dtype=torch.float32,
+        slots=4,
+        compile="on",
+        compile_cache=compile_cache,
+    )
+    try:
+        assert engine.backend.compiled
+        engine.backend.warm_up()
+        graphs = counters["stats"]["unique_graphs"]
+        assert joining(engine) == expected
+        # Every (batch size, span) was traced at warm-up: serving never waits for the compiler.
+        assert counters["stats"]["unique_graphs"] == graphs
+    finally:
+        engine.close()
+    assert any(compile_cache.rglob("*")), "the compile cache directory stayed empty"
+
+
+SECOND_SETUP = """
+import json, sys
+from pathlib import Path
+from torch._dynamo.utils import counters
+from llmserve.config import Settings
+from llmserve.engine import Engine
+settings = Settings.from_env()
+engine = Engine.from_settings(settings, Path(settings.model_id))
+engine.backend.warm_up()
+engine.close()
+print(json.dumps(dict(counters["inductor"])))
+"""
+
+
+def test_a_second_setup_reads_the_compiled_code_back(model_dir, compile_cache, monkeypatch):
+    """What the test above compiled, a new process finds in COMPILE_CACHE_DIR instead of compiling again."""
+    if not any(compile_cache.rglob("*")):
+        pytest.skip("needs the compile cache written by the test above")
+    env = {
+        "MODEL_ID": str(model_dir),
+        "DTYPE": "float32",
+        "COMPILE": "on",
+        "COMPILE_CACHE_DIR": str(compile_cache),
+        "COG_MAX_CONCURRENCY": "4",
+    }
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    done = subprocess.run(
+        [sys.executable, "-c", SECOND_SETUP], cwd=ROOT, capture_output=True, text=True, timeout=600, check=False
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    inductor = json.loads(done.stdout.strip().splitlines()[-1])
+    assert inductor.get("fxgraph_cache_hit", 0) >= 1, inductor
+    assert inductor.get("fxgraph_cache_miss", 0) == 0, inductor
