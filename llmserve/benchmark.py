@@ -84,6 +84,11 @@ class Report:
     concurrent: list[Concurrent] = field(default_factory=list)
     agreement: Agreement | None = None
     setup_s: float | None = None
+    # Compiled code found in / missing from COMPILE_CACHE_DIR during that setup (inductor's FX graph cache).
+    compile_cache_hits: int = 0
+    compile_cache_misses: int = 0
+    # When the decode step is compiled: setup() again in a new process, reading what the first one cached.
+    setup_new_process_s: float | None = None
     peak_memory_gb: dict[str, float] = field(default_factory=dict)
 
 
@@ -378,8 +383,11 @@ def run(args: argparse.Namespace, log: Callable[[str], None]) -> Report:
         DEVICE=device,
         DTYPE=dtype_name,
         COG_MAX_CONCURRENCY=str(max(workload.streams)),
+        COMPILE=args.compile,
         MODERATION="off",  # the engine's speed; the rules add well under a millisecond per chunk
     )
+    from torch._dynamo.utils import counters
+
     from predict import Predictor
 
     with peak_memory(device, report.peak_memory_gb, "engine"):
@@ -387,8 +395,12 @@ def run(args: argparse.Namespace, log: Callable[[str], None]) -> Report:
         start = time.perf_counter()
         predictor.setup()
         report.setup_s = time.perf_counter() - start
-        log(f"  setup() {report.setup_s:.1f} s")
         engine = predictor.answerer.engine
+        report.environment["engine"] = _describe(engine)
+        report.compile_cache_hits = counters["inductor"]["fxgraph_cache_hit"]
+        report.compile_cache_misses = counters["inductor"]["fxgraph_cache_miss"]
+        log(f"  setup() {report.setup_s:.1f} s; {report.environment['engine']}; compile cache: "
+            f"{report.compile_cache_hits} hits, {report.compile_cache_misses} misses")  # fmt: skip
         for length in workload.prompt_tokens:
             ids = prompt_ids(min(length, context - workload.new_tokens), vocab, eos)
             report.single_stream.append(engine_single_stream(engine, ids, workload.new_tokens))
@@ -402,10 +414,36 @@ def run(args: argparse.Namespace, log: Callable[[str], None]) -> Report:
             report.concurrent.append(predictor_streams(predictor, inputs, stream_prompt, streams, workload.new_tokens))
             log(f"  {report.concurrent[-1]}")
         engine.close()
+    if getattr(engine.backend, "compiled", False):
+        log("engine: setup() again in a new process, with the compile cache the first one filled")
+        report.setup_new_process_s = setup_in_new_process()
+        log(f"  setup() {report.setup_new_process_s:.1f} s")
     if args.http:
         log("engine through the Cog server (scripts/serve)")
         report.concurrent += http_streams(model_dir, inputs, stream_prompt, workload.streams, workload.new_tokens)
     return report
+
+
+def setup_in_new_process() -> float:
+    """predict.Predictor.setup() in a fresh interpreter, under this process's environment: (seconds)."""
+    code = (
+        "import time\nfrom predict import Predictor\np = Predictor()\nt = time.perf_counter()\np.setup()\n"
+        "print(time.perf_counter() - t)\np.answerer.engine.close()"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code], cwd=PROJECT_ROOT, capture_output=True, text=True, timeout=1800, check=False
+    )
+    if done.returncode != 0:
+        raise RuntimeError(f"setup() in a new process failed:\n{done.stderr[-3000:]}")
+    return float(done.stdout.strip().splitlines()[-1])
+
+
+def _describe(engine) -> str:
+    backend = engine.backend
+    text = f"{type(backend).__name__}, {backend.slots} slots"
+    if getattr(backend, "compiled", False):
+        text += f", compiled decode step, spans {backend.spans()}"
+    return text
 
 
 def _stream_inputs(tokenizer, workload: Workload) -> tuple[dict[str, Any], int]:
@@ -499,7 +537,12 @@ def format_table(report: Report) -> str:
             )
         )
     unit = "peak GPU memory allocated" if report.environment["device"] == "cuda" else "peak RSS"
-    other = [("setup() with local weights", f"{report.setup_s:.1f} s")]
+    setup = f"{report.setup_s:.1f} s"
+    if report.compile_cache_hits or report.compile_cache_misses:
+        setup += f" (compile cache: {report.compile_cache_hits} hits, {report.compile_cache_misses} misses)"
+    other = [("setup() with local weights", setup)]
+    if report.setup_new_process_s is not None:
+        other.append(("setup() in a new process, compile cache filled", f"{report.setup_new_process_s:.1f} s"))
     if (a := report.agreement) is not None:
         other.append(
             (
@@ -563,6 +606,12 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--model-dir", help="with --random-weights: where to save (and reuse) that model")
     parser.add_argument("--http", action="store_true", help="also drive the streams through the Cog HTTP server")
+    parser.add_argument(
+        "--compile",
+        choices=("auto", "on", "off"),
+        default="auto",
+        help="COMPILE for the engine: auto compiles the decode step on CUDA only",
+    )
     parser.add_argument("--prompt-tokens", type=int, nargs="+", help="single-stream prompt lengths")
     parser.add_argument("--new-tokens", type=int, help="tokens per answer (forced)")
     parser.add_argument("--streams", type=int, nargs="+", help="concurrency levels")
