@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import tempfile
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -103,14 +104,25 @@ class Settings:
         return settings
 
 
-def keep_compiled_code_in(directory: Path) -> None:
+def keep_compiled_code_in(directory: Path) -> Path:
     """Point inductor's caches (FX graphs, AOT autograd, Triton kernels) at `directory`: COMPILE_CACHE_DIR.
 
     inductor reads TORCHINDUCTOR_CACHE_DIR whenever it compiles, and sets it to a temporary directory the first
     time it finds it unset (loading a model with transformers does that), so this overwrites it, process-wide.
     A cache written for another GPU, torch or model simply misses: inductor keys every entry on them.
+    inductor writes the code it compiles there, so a directory that cannot be written (a read-only image)
+    gives way to a temporary one; returns the directory in use.
     """
-    os.environ["TORCHINDUCTOR_CACHE_DIR"] = str(directory.expanduser().resolve())
+    directory = directory.expanduser().resolve()
+    try:
+        directory.mkdir(parents=True, exist_ok=True)
+        writable = os.access(directory, os.W_OK)
+    except OSError:
+        writable = False
+    if not writable:
+        directory = Path(tempfile.gettempdir()) / "llmserve-torch-compile"
+    os.environ["TORCHINDUCTOR_CACHE_DIR"] = str(directory)
+    return directory
 
 
 def _whole_number(env: Mapping[str, str], name: str, default: int) -> int:

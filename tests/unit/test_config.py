@@ -2,11 +2,19 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
 
-from llmserve.config import DEFAULT_MODEL_ID, DEFAULT_MODEL_REVISION, PROJECT_ROOT, ServerSettings, Settings
+from llmserve.config import (
+    DEFAULT_MODEL_ID,
+    DEFAULT_MODEL_REVISION,
+    PROJECT_ROOT,
+    ServerSettings,
+    Settings,
+    keep_compiled_code_in,
+)
 from llmserve.errors import ErrorCode, SetupError
 
 
@@ -89,3 +97,13 @@ def test_only_config_reads_the_environment():
         if p.name not in ("config.py", "cli.py", "benchmark.py") and "os.environ" in p.read_text()
     ]
     assert offenders == []
+
+
+def test_compiled_code_goes_to_compile_cache_dir_or_a_temporary_one(tmp_path, monkeypatch):
+    monkeypatch.setenv("TORCHINDUCTOR_CACHE_DIR", "/somewhere/else")
+    assert keep_compiled_code_in(tmp_path / "cache") == tmp_path / "cache"
+    assert os.environ["TORCHINDUCTOR_CACHE_DIR"] == str(tmp_path / "cache") and (tmp_path / "cache").is_dir()
+    blocker = tmp_path / "a-file"
+    blocker.write_text("")
+    used = keep_compiled_code_in(blocker / "cache")  # cannot be created under a file
+    assert used != blocker / "cache" and os.environ["TORCHINDUCTOR_CACHE_DIR"] == str(used)
