@@ -47,13 +47,14 @@ class Stats:
             return 0.0
         return (self.output_token_count - 1) / self.decode_seconds
 
-    def metrics(self) -> dict[str, float | int]:
+    def metrics(self) -> dict[str, float | int | str]:
         values = {
             "input_token_count": self.input_token_count,
             "output_token_count": self.output_token_count,
             "time_to_first_token": self.time_to_first_token,
             "tokens_per_second": self.tokens_per_second,
             "seed": self.seed,
+            "stop_reason": self.stop_reason,
         }
         return {k: v for k, v in values.items() if v is not None}
 

@@ -22,6 +22,8 @@ def test_sync_prediction_answers_with_metrics(server):
     for name in ("input_token_count", "output_token_count", "time_to_first_token", "tokens_per_second", "seed"):
         assert name in metrics
     assert metrics["output_token_count"] >= len(body["output"]) > 1
+    # The stop reason reaches the prediction as a metric, though its log line does not (README, metrics).
+    assert metrics["stop_reason"] in ("eos", "stop_sequence", "max_new_tokens")
     assert "tiny-2k" in body["logs"] and "seed=" in body["logs"]
 
 

@@ -129,8 +129,10 @@ def test_every_metric_is_recorded_even_for_a_one_token_answer(predictor):
         "time_to_first_token",
         "tokens_per_second",
         "seed",
+        "stop_reason",
     }
     assert metrics["output_token_count"] == 1 and metrics["tokens_per_second"] == 0.0
+    assert metrics["stop_reason"] == "max_new_tokens"
 
 
 def test_stop_reason_says_why_generation_ended(predictor):
