@@ -44,6 +44,19 @@ def finished(r: Recorder) -> bool:
     return r.done
 
 
+def joining(engine: Engine, requests: list[tuple[list[int], int]]) -> list[list[int]]:
+    """Greedy (prompt, new tokens) requests, each submitted once the one before has 3 tokens: each joins a
+    batch already under way. Returns every request's tokens."""
+    recorders = [Recorder() for _ in requests]
+    for (prompt, n), recorder in zip(requests, recorders, strict=True):
+        engine.scheduler.submit(prompt, params(max_new_tokens=n, min_new_tokens=n), recorder)
+        recorder.wait(has_tokens(3))
+    for r in recorders:
+        r.wait(finished)
+        assert r.outcome is None
+    return [r.tokens for r in recorders]
+
+
 @pytest.fixture(scope="module", params=["falcon", "llama"])
 def model(request, tiny_model_dir, tiny_chat_model_dir):
     path = tiny_model_dir if request.param == "falcon" else tiny_chat_model_dir

@@ -17,8 +17,8 @@ from torch._dynamo.utils import counters
 from llmserve.engine import Engine
 from llmserve.tiny import make_tiny_model
 from tests.conftest import ROOT
-from tests.engine.test_batching import Recorder, finished, has_tokens
-from tests.engine.test_engine import params, reference_greedy
+from tests.engine.test_batching import joining
+from tests.engine.test_engine import reference_greedy
 
 CONTEXT = 512  # three span buckets: 128, 256, 512
 # (prompt length, new tokens): the first crosses from the 128 span to 256 while the others run.
@@ -39,16 +39,8 @@ def prompt(i: int, length: int) -> list[int]:
     return [(37 * i + 11 * k) % 200 + 1 for k in range(length)]
 
 
-def joining(engine: Engine) -> list[list[int]]:
-    """Requests of different lengths, each joining a batch already under way."""
-    recorders = [Recorder() for _ in REQUESTS]
-    for i, (length, n) in enumerate(REQUESTS):
-        engine.scheduler.submit(prompt(i, length), params(max_new_tokens=n, min_new_tokens=n), recorders[i])
-        recorders[i].wait(has_tokens(3))
-    for r in recorders:
-        r.wait(finished)
-        assert r.outcome is None
-    return [r.tokens for r in recorders]
+def requests() -> list[tuple[list[int], int]]:
+    return [(prompt(i, length), n) for i, (length, n) in enumerate(REQUESTS)]
 
 
 def test_spans_are_few_and_cover_every_length(model_dir):
@@ -76,7 +68,7 @@ def test_compiled_step_gives_transformers_greedy_tokens_and_compiles_nothing_aft
         assert engine.backend.compiled
         engine.backend.warm_up()
         graphs = counters["stats"]["unique_graphs"]
-        assert joining(engine) == expected
+        assert joining(engine, requests()) == expected
         # Every (batch size, span) was traced at warm-up: serving never waits for the compiler.
         assert counters["stats"]["unique_graphs"] == graphs
     finally:

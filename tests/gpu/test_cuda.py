@@ -11,7 +11,7 @@ from torch._dynamo.utils import counters
 
 from llmserve.engine import Engine
 from llmserve.tiny import build_tokenizer, falcon_rw_1b_config
-from tests.engine.test_batching import Recorder, finished, has_tokens
+from tests.engine.test_batching import joining
 from tests.engine.test_engine import params
 
 pytestmark = [
@@ -44,16 +44,9 @@ def reference(model, prompt: list[int], n: int) -> list[int]:
     return out[0, len(prompt) :].tolist()
 
 
-def joining(engine: Engine) -> list[list[int]]:
+def requests() -> list[tuple[list[int], int]]:
     """Three requests of different lengths, the second and third joining a batch already under way."""
-    recorders = [Recorder() for _ in LENGTHS]
-    for i, (prompt, n) in enumerate(zip(prompts(3), LENGTHS, strict=True)):
-        engine.scheduler.submit(prompt, params(max_new_tokens=n, min_new_tokens=n), recorders[i])
-        recorders[i].wait(has_tokens(3))
-    for r in recorders:
-        r.wait(finished)
-        assert r.outcome is None
-    return [r.tokens for r in recorders]
+    return list(zip(prompts(3), LENGTHS, strict=True))
 
 
 def test_fast_path_float32_equals_transformers_solo_and_batched(model):
@@ -66,7 +59,7 @@ def test_fast_path_float32_equals_transformers_solo_and_batched(model):
             for p, n in zip(prompts(3), LENGTHS, strict=True)
         ]
         assert solo == expected
-        assert joining(engine) == expected
+        assert joining(engine, requests()) == expected
     finally:
         engine.close()
 
@@ -75,7 +68,7 @@ def test_compiled_step_matches_the_eager_step(model):
     """CUDA graphs for every (batch size, span), captured at warm-up, give the eager path's greedy tokens."""
     eager = Engine(model, build_tokenizer(), slots=4, compile="off")
     try:
-        expected = joining(eager)
+        expected = joining(eager, requests())
     finally:
         eager.close()
     compiled = Engine(model, build_tokenizer(), slots=4, compile="on")
@@ -83,7 +76,7 @@ def test_compiled_step_matches_the_eager_step(model):
         assert compiled.backend.compiled
         compiled.backend.warm_up()
         graphs = counters["stats"]["unique_graphs"]
-        assert joining(compiled) == expected
+        assert joining(compiled, requests()) == expected
         assert counters["stats"]["unique_graphs"] == graphs, "serving compiled a shape that warm-up missed"
     finally:
         compiled.close()
