@@ -53,13 +53,7 @@ def serve_fake_hub(hub: FakeHub) -> Iterator[FakeHub]:
             path = unquote(urlparse(self.path).path)
             hub.requests.append((self.command, path))
             status, body, headers = hub._route(path)
-            self.send_response(status)
-            for key, value in headers.items():
-                self.send_header(key, value)
-            self.send_header("Content-Length", str(len(body)))
-            self.end_headers()
-            if with_body:
-                self.wfile.write(body)
+            self.send_body(status, body, None, headers=headers, with_body=with_body)
 
         def do_GET(self) -> None:
             self._answer(True)

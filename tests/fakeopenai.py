@@ -6,7 +6,6 @@ api.openai.com. It records every request and answers each with the next of its s
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -44,15 +43,9 @@ def serve_fake_openai(api: FakeOpenAI) -> Iterator[FakeOpenAI]:
     class Handler(QuietHandler):
         def do_POST(self) -> None:
             path = urlparse(self.path).path
-            body = json.loads(self.rfile.read(int(self.headers.get("Content-Length") or 0)) or b"null")
+            body = self.read_json()
             api.requests.append((path, {k: v for k, v in self.headers.items()}, body))
-            status, payload = api.answer(path, body)
-            data = json.dumps(payload).encode()
-            self.send_response(status)
-            self.send_header("Content-Type", "application/json")
-            self.send_header("Content-Length", str(len(data)))
-            self.end_headers()
-            self.wfile.write(data)
+            self.send_json(*api.answer(path, body))
 
     with local_server(Handler) as url:
         api.url = f"{url}/v1"

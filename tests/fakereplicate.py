@@ -241,31 +241,14 @@ def serve_fake_replicate(api: FakeReplicate) -> Iterator[FakeReplicate]:
     class Handler(QuietHandler):
         def _answer(self) -> None:
             path = urlparse(self.path).path
-            length = int(self.headers.get("Content-Length") or 0)
-            raw = self.rfile.read(length) if length else b""
-            body = json.loads(raw) if raw else None
+            body = self.read_json()
             headers = {k: v for k, v in self.headers.items() if k in ("Authorization", "Prefer", "Accept")}
             api.requests.append(Recorded(self.command, path, headers, body))
             if self.headers.get("Authorization") != f"Bearer {TOKEN}":
-                return self._send(401, _problem(401, "Unauthenticated", "You did not pass a valid token"))
+                return self.send_json(401, _problem(401, "Unauthenticated", "You did not pass a valid token"))
             if self.command == "GET" and path.startswith("/stream/"):
-                data = api.sse(path.removeprefix("/stream/"))
-                self.send_response(200)
-                self.send_header("Content-Type", "text/event-stream")
-                self.send_header("Content-Length", str(len(data)))
-                self.end_headers()
-                self.wfile.write(data)
-                return None
-            status, payload = api.route(self.command, path, body)
-            return self._send(status, payload)
-
-        def _send(self, status: int, payload: Any) -> None:
-            data = json.dumps(payload).encode()
-            self.send_response(status)
-            self.send_header("Content-Type", "application/json")
-            self.send_header("Content-Length", str(len(data)))
-            self.end_headers()
-            self.wfile.write(data)
+                return self.send_body(200, api.sse(path.removeprefix("/stream/")), "text/event-stream")
+            return self.send_json(*api.route(self.command, path, body))
 
         do_GET = do_POST = do_PATCH = do_DELETE = _answer
 

@@ -2,15 +2,49 @@
 
 from __future__ import annotations
 
+import json
 import threading
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
 
 
 class QuietHandler(BaseHTTPRequestHandler):
+    """A request handler without access logs, with the request and response plumbing every fake needs."""
+
     def log_message(self, *args) -> None:
         """Keep the test output free of access logs."""
+
+    def read_json(self) -> Any:
+        """The request's JSON body, or None when it has none."""
+        length = int(self.headers.get("Content-Length") or 0)
+        raw = self.rfile.read(length) if length else b""
+        return json.loads(raw) if raw else None
+
+    def send_body(
+        self,
+        status: int,
+        body: bytes,
+        content_type: str | None = "application/json",
+        *,
+        headers: Mapping[str, str] | None = None,
+        length: int | None = None,
+        with_body: bool = True,
+    ) -> None:
+        """Answer with `body`; `length` overrides the Content-Length (a stream cut short), and HEAD sends none."""
+        self.send_response(status)
+        if content_type is not None:
+            self.send_header("Content-Type", content_type)
+        for key, value in (headers or {}).items():
+            self.send_header(key, value)
+        self.send_header("Content-Length", str(len(body) if length is None else length))
+        self.end_headers()
+        if with_body:
+            self.wfile.write(body)
+
+    def send_json(self, status: int, payload: Any) -> None:
+        self.send_body(status, json.dumps(payload).encode())
 
 
 @contextmanager

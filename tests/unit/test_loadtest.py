@@ -344,36 +344,24 @@ def serve_fake_cog(fake: FakeCog) -> Iterator[FakeCog]:
     class Handler(QuietHandler):
         protocol_version = "HTTP/1.1"
 
-        def _send(self, status: int, body: bytes, content_type: str) -> None:
-            self.send_response(status)
-            self.send_header("Content-Type", content_type)
-            self.send_header("Content-Length", str(len(body)))
-            self.end_headers()
-            self.wfile.write(body)
-
         def do_GET(self) -> None:
-            self._send(200, b'{"status": "READY"}', "application/json")
+            self.send_json(200, {"status": "READY"})
 
         def do_POST(self) -> None:
-            length = int(self.headers.get("Content-Length") or 0)
-            body = json.loads(self.rfile.read(length) or b"{}")
+            body = self.read_json() or {}
             fake.requests.append((self.command, self.path, body))
             if self.path.endswith("/cancel"):
                 fake.release.set()
-                self._send(200, b"{}", "application/json")
+                self.send_json(200, {})
             elif fake.behaviour == "invalid":
-                self._send(422, b'{"detail": [{"loc": ["body", "input", "top_k"]}]}', "application/json")
+                self.send_json(422, {"detail": [{"loc": ["body", "input", "top_k"]}]})
             elif fake.behaviour == "json":
-                self._send(200, b'{"detail": "This model does not support streaming responses"}', "application/json")
+                self.send_json(200, {"detail": "This model does not support streaming responses"})
             elif fake.behaviour == "truncated":
-                self._send(200, COGLET_STREAM.split("event: completed")[0].encode(), "text/event-stream")
+                self.send_body(200, COGLET_STREAM.split("event: completed")[0].encode(), "text/event-stream")
             elif fake.behaviour == "hang":
                 start = b'event: start\ndata: {"id": "pred_slow", "status": "processing"}\n\n'
-                self.send_response(200)
-                self.send_header("Content-Type", "text/event-stream")
-                self.send_header("Content-Length", str(len(start) + 1))
-                self.end_headers()
-                self.wfile.write(start)
+                self.send_body(200, start, "text/event-stream", length=len(start) + 1)
                 self.wfile.flush()
                 fake.release.wait(30)  # until the client cancels the prediction
 
