@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import tempfile
 from collections.abc import Mapping
@@ -9,6 +10,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .errors import ErrorCode, SetupError
+
+logger = logging.getLogger(__name__)
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 
@@ -120,7 +123,9 @@ def keep_compiled_code_in(directory: Path) -> Path:
     except OSError:
         writable = False
     if not writable:
-        directory = Path(tempfile.gettempdir()) / "llmserve-torch-compile"
+        fallback = Path(tempfile.gettempdir()) / "llmserve-torch-compile"
+        logger.warning("COMPILE_CACHE_DIR %s cannot be written; compiling into %s", directory, fallback)
+        directory = fallback
     os.environ["TORCHINDUCTOR_CACHE_DIR"] = str(directory)
     return directory
 

@@ -148,15 +148,16 @@ class FalconRWStatic(torch.nn.Module):
         if not self.compiled:
             return
         sizes = sorted({bucket(rows, self.slots) for rows in range(1, self.slots + 1)})
+        spans = self.spans()
         tokens = torch.zeros(self.slots, dtype=torch.int64, device=self.device)
         with torch.inference_mode():
             for rows in sizes:
-                for span in self.spans():
+                for span in spans:
                     for _ in range(3):  # reduce-overhead records the CUDA graph on a later call than the first
                         self._decode(tokens[:rows], rows, span)
         self.positions.zero_()
         self._lengths = [0] * self.slots
-        logger.info("compiled the decode step for batch sizes %s and spans %s", sizes, self.spans())
+        logger.info("compiled the decode step for batch sizes %s and spans %s", sizes, spans)
 
     def _decode_step(self, tokens: torch.Tensor, rows: int, span: int) -> torch.Tensor:
         pos = self.positions[:rows]

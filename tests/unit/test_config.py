@@ -99,7 +99,7 @@ def test_only_config_reads_the_environment():
     assert offenders == []
 
 
-def test_compiled_code_goes_to_compile_cache_dir_or_a_temporary_one(tmp_path, monkeypatch):
+def test_compiled_code_goes_to_compile_cache_dir_or_a_temporary_one(tmp_path, monkeypatch, caplog):
     monkeypatch.setenv("TORCHINDUCTOR_CACHE_DIR", "/somewhere/else")
     assert keep_compiled_code_in(tmp_path / "cache") == tmp_path / "cache"
     assert os.environ["TORCHINDUCTOR_CACHE_DIR"] == str(tmp_path / "cache") and (tmp_path / "cache").is_dir()
@@ -107,3 +107,4 @@ def test_compiled_code_goes_to_compile_cache_dir_or_a_temporary_one(tmp_path, mo
     blocker.write_text("")
     used = keep_compiled_code_in(blocker / "cache")  # cannot be created under a file
     assert used != blocker / "cache" and os.environ["TORCHINDUCTOR_CACHE_DIR"] == str(used)
+    assert f"COMPILE_CACHE_DIR {blocker / 'cache'} cannot be written" in caplog.text
