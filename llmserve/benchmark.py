@@ -441,8 +441,9 @@ def setup_in_new_process() -> float:
 def _describe(engine) -> str:
     backend = engine.backend
     text = f"{type(backend).__name__}, {backend.slots} slots"
-    if getattr(backend, "compiled", False):
-        text += f", compiled decode step, spans {backend.spans()}"
+    step = getattr(backend, "step", "eager")
+    if step != "eager":
+        text += f", {'compiled' if step == 'compiled' else 'CUDA-graphed'} decode step, spans {backend.spans()}"
     return text
 
 
@@ -608,9 +609,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--http", action="store_true", help="also drive the streams through the Cog HTTP server")
     parser.add_argument(
         "--compile",
-        choices=("auto", "on", "off"),
+        choices=("auto", "on", "off", "cudagraphs"),
         default="auto",
-        help="COMPILE for the engine: auto compiles the decode step on CUDA only",
+        help="COMPILE for the engine: auto compiles the decode step on CUDA only; cudagraphs captures it uncompiled",
     )
     parser.add_argument("--prompt-tokens", type=int, nargs="+", help="single-stream prompt lengths")
     parser.add_argument("--new-tokens", type=int, help="tokens per answer (forced)")

@@ -22,7 +22,7 @@ DEFAULT_MODEL_REVISION = "e4b9872bb803165eb22f0a867d4e6a64d34fce19"
 DTYPES = ("auto", "float32", "bfloat16", "float16")
 DEVICES = ("auto", "cpu", "cuda")
 ENGINES = ("auto", "fast", "transformers")
-COMPILE_MODES = ("auto", "on", "off")
+COMPILE_MODES = ("auto", "on", "off", "cudagraphs")
 MODERATION_MODES = ("off", "input", "output", "both")
 DEFAULT_MODERATION_RULES = PROJECT_ROOT / "llmserve" / "data" / "moderation_rules.yaml"
 
@@ -46,7 +46,8 @@ class Settings:
     max_concurrency: int = 1
     # "auto" = the fast static-cache path for Falcon-RW (ALiBi) models, transformers for the rest.
     engine: str = "auto"
-    # CUDA graphs through torch.compile for the fast path's decode step: "auto" = on CUDA only.
+    # The fast path's decode step: "on" = torch.compile (CUDA graphs on CUDA), "auto" = on for CUDA only,
+    # "cudagraphs" = CUDA graphs of the uncompiled step (no compiler: starts in seconds), "off" = neither.
     compile: str = "auto"
     # Where compiled code is kept between setups (inductor's cache); inside WEIGHTS_DIR so `cog build` bakes in
     # what a setup on the target GPU compiled. Defaults to TORCHINDUCTOR_CACHE_DIR when only that is set.

@@ -59,12 +59,28 @@ def pick_backend(
             "Unset ENGINE (auto picks the path) or set ENGINE=transformers.",
         )
     device = next(model.parameters()).device
+    if compile == "cudagraphs" and device.type != "cuda":
+        raise SetupError(
+            ErrorCode.BadConfig,
+            "COMPILE",
+            f"is 'cudagraphs', but the model is on the {device.type.upper()}: CUDA graphs need a CUDA GPU.",
+            "Unset COMPILE (auto), or set COMPILE=on to compile the step for this device, or COMPILE=off.",
+        )
     if kind != "transformers" and falcon.supports(model.config):
-        use_compile = compile == "on" or (compile == "auto" and device.type == "cuda")
-        if use_compile and compile_cache is not None:
+        step = _decode_step_mode(compile, device)
+        if step == "compiled" and compile_cache is not None:
             logger.info("the compiled decode step is cached in %s", keep_compiled_code_in(compile_cache))
-        return falcon.FalconRWStatic(model, slots=slots, max_length=max_length, compile=use_compile)
+        return falcon.FalconRWStatic(model, slots=slots, max_length=max_length, step=step)
     return TransformersSlots(model, slots=slots)
+
+
+def _decode_step_mode(compile: str, device: torch.device) -> str:
+    """COMPILE -> falcon.STEPS: auto compiles on CUDA only; cudagraphs captures the step without compiling it."""
+    if compile == "cudagraphs":
+        return "cudagraphs"
+    if compile == "on" or (compile == "auto" and device.type == "cuda"):
+        return "compiled"
+    return "eager"
 
 
 class TransformersSlots:

@@ -3,7 +3,8 @@
 transformers 5.23 cannot give this model a static cache, continuous batching or flash-attention (FACTS.md),
 so this module runs the same Hugging Face modules (and so the same weights) with its own attention, in the
 style of gpt-fast: the cache is allocated once, every decode step has the same shapes for a given number of
-rows, and on CUDA that step is compiled and replayed as a CUDA graph.
+rows, and on CUDA that step is replayed as a CUDA graph: compiled by torch.compile first (COMPILE=on, the default
+on CUDA), or captured as it is, uncompiled (COMPILE=cudagraphs), which needs no compiler and starts in seconds.
 """
 
 from __future__ import annotations
@@ -18,6 +19,9 @@ import torch.nn.functional as F
 from .scheduler import bucket
 
 _SPAN_STEP = 128  # decode attends over the used cache positions, rounded up to a multiple of this
+# How the decode step runs: as written, compiled by torch.compile (with CUDA graphs on CUDA), or captured as written
+# into CUDA graphs.
+STEPS = ("eager", "compiled", "cudagraphs")
 
 logger = logging.getLogger(__name__)
 
@@ -57,7 +61,9 @@ class FalconRWStatic(torch.nn.Module):
     A Module so that torch.compile sees the cache as buffers: fixed addresses a CUDA graph can replay on.
     """
 
-    def __init__(self, model, *, slots: int, max_length: int, compile: bool = False) -> None:
+    def __init__(self, model, *, slots: int, max_length: int, step: str = "eager") -> None:
+        if step not in STEPS:
+            raise ValueError(f"step must be one of {STEPS}, not {step!r}")
         super().__init__()
         config = model.config
         param = next(model.parameters())
@@ -85,14 +91,21 @@ class FalconRWStatic(torch.nn.Module):
         self._lengths = [0] * slots  # positions[] as known on the CPU, without a device sync
         # On CPU, matrix-vector products read bf16 weights about 1.3x faster than one-row matrix products
         # (docs/benchmarks.md). float32 keeps one kernel for every batch size, so answers stay bit-identical.
-        self._gemv = self.device.type == "cpu" and self.dtype != torch.float32 and not compile
-        self.compiled = compile
+        self._gemv = self.device.type == "cpu" and self.dtype != torch.float32 and step == "eager"
+        self.step = step
+        self.compiled = step == "compiled"
+        # Both graph modes replay one CUDA graph per (row count, span) every step: no per-token kernel launches
+        # from Python. They keep the shapes few: the row count is bucketed by the scheduler, the span here.
+        self.bucketed = step != "eager"
         self._decode = self._decode_step
-        if compile:
-            # One CUDA graph per (row count, span), replayed every step: no per-token kernel launches from Python.
+        if step == "compiled":
             # Row count and span are symbolic from the start, so the compiler traces the step twice (one row, and
             # many), not once per shape; a CUDA graph is still captured per (rows, span) in warm_up().
             self._decode = torch.compile(self._decode_step, mode="reduce-overhead", fullgraph=True, dynamic=True)
+        elif step == "cudagraphs":
+            if self.device.type != "cuda":
+                raise ValueError("CUDA graphs need the model on a CUDA device")
+            self._decode = CapturedSteps(self._decode_step, slots=slots, device=self.device, restore=[self.positions])
 
     @torch.inference_mode()
     def prefill(self, slot: int, prompt_ids: Sequence[int]) -> torch.Tensor:
@@ -124,10 +137,10 @@ class FalconRWStatic(torch.nn.Module):
 
         Reading the whole cache every step would cost as much as reading the weights a few times over at 32
         rows, so a step reads only the positions in use, rounded up: to a multiple of 128 when eager, to a
-        power-of-two multiple of 128 when compiled, so that few shapes (CUDA graphs) are ever captured.
+        power-of-two multiple of 128 in the graph modes, so that few shapes (CUDA graphs) are ever captured.
         """
         steps = -(-longest // _SPAN_STEP)
-        if self.compiled:
+        if self.bucketed:
             steps = bucket(steps, self.max_length)
         return min(self.max_length, steps * _SPAN_STEP)
 
@@ -141,23 +154,27 @@ class FalconRWStatic(torch.nn.Module):
         self.positions[slot] = 0
 
     def warm_up(self) -> None:
-        """Compile and capture the decode step for every (batch size, span) the scheduler uses, before serving.
+        """Compile or capture the decode step for every (batch size, span) the scheduler uses, before serving.
 
         Runs while no request holds a slot: the steps write only into positions a later prefill overwrites.
         """
-        if not self.compiled:
+        if not self.bucketed:
             return
         sizes = sorted({bucket(rows, self.slots) for rows in range(1, self.slots + 1)})
         spans = self.spans()
         tokens = torch.zeros(self.slots, dtype=torch.int64, device=self.device)
         with torch.inference_mode():
-            for rows in sizes:
-                for span in spans:
-                    for _ in range(3):  # reduce-overhead records the CUDA graph on a later call than the first
-                        self._decode(tokens[:rows], rows, span)
+            # Largest first: a captured graph's scratch memory is shared with the smaller ones captured after it.
+            for rows in reversed(sizes):
+                for span in reversed(spans):
+                    if self.compiled:
+                        for _ in range(3):  # reduce-overhead records the CUDA graph on a later call than the first
+                            self._decode(tokens[:rows], rows, span)
+                    else:
+                        self._decode.capture(rows, span)
         self.positions.zero_()
         self._lengths = [0] * self.slots
-        logger.info("compiled the decode step for batch sizes %s and spans %s", sizes, spans)
+        logger.info("decode step (%s) ready for batch sizes %s and spans %s", self.step, sizes, spans)
 
     def _decode_step(self, tokens: torch.Tensor, rows: int, span: int) -> torch.Tensor:
         pos = self.positions[:rows]
@@ -203,3 +220,54 @@ class FalconRWStatic(torch.nn.Module):
 
     def _logits(self, hidden: torch.Tensor) -> torch.Tensor:
         return self._linear(self.model.lm_head, self.model.transformer.ln_f(hidden)).float()
+
+
+class CapturedSteps:
+    """A decode step captured as it is, uncompiled, in one CUDA graph per (rows, span); replayed every step.
+
+    What torch.compile's reduce-overhead mode does, without the compiler: the step's kernels (cuBLAS, sdpa, the
+    elementwise ones unfused) are recorded once and then launched as one graph. The tokens are copied into a
+    static input first; the logits come back in a static output that the next replay overwrites, so a caller reads
+    them before it steps again (the scheduler samples at once). Every graph draws its scratch memory from one
+    pool, as vLLM does: a graph's output stays alive, so no other graph's scratch can land on it.
+    """
+
+    def __init__(self, step, *, slots: int, device: torch.device, restore: Sequence[torch.Tensor] = ()) -> None:
+        """`restore`: what the step updates in place that a capture must leave as it found it (the positions)."""
+        self._step = step
+        self._restore = tuple(restore)
+        self._tokens = torch.zeros(slots, dtype=torch.int64, device=device)
+        self._graphs: dict[tuple[int, int], tuple[torch.cuda.CUDAGraph, torch.Tensor]] = {}
+        self._pool = None
+
+    def __len__(self) -> int:
+        return len(self._graphs)
+
+    def capture(self, rows: int, span: int) -> None:
+        tokens = self._tokens[:rows]
+        saved = [t.clone() for t in self._restore]
+        # A few runs outside the graph first, on a side stream as PyTorch asks: cuBLAS and sdpa pick and set up
+        # their kernels, and the allocator has seen the step's memory, before anything is recorded.
+        side = torch.cuda.Stream(self._tokens.device)
+        side.wait_stream(torch.cuda.current_stream())
+        with torch.cuda.stream(side):
+            for _ in range(2):
+                self._step(tokens, rows, span)
+        torch.cuda.current_stream().wait_stream(side)
+        graph = torch.cuda.CUDAGraph()
+        # thread_local: another thread's CUDA work (a moderation model, say) does not break the capture.
+        with torch.cuda.graph(graph, pool=self._pool, capture_error_mode="thread_local"):
+            logits = self._step(tokens, rows, span)
+        self._pool = graph.pool()
+        self._graphs[rows, span] = (graph, logits)
+        for tensor, value in zip(self._restore, saved, strict=True):
+            tensor.copy_(value)
+
+    def __call__(self, tokens: torch.Tensor, rows: int, span: int) -> torch.Tensor:
+        if (rows, span) not in self._graphs:
+            logger.warning("capturing the decode step for %d rows and span %d while serving (no warm_up)", rows, span)
+            self.capture(rows, span)
+        graph, logits = self._graphs[rows, span]
+        self._tokens[:rows].copy_(tokens)
+        graph.replay()
+        return logits

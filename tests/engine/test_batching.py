@@ -82,6 +82,12 @@ def test_each_architecture_gets_its_path(tiny_model_dir, tiny_chat_model_dir):
     assert info.value.field == "ENGINE" and "ENGINE=transformers" in str(info.value)
 
 
+def test_cuda_graphs_without_a_gpu_is_a_setup_error_naming_compile(tiny_model_dir):
+    with pytest.raises(SetupError) as info:
+        Engine.load(tiny_model_dir, device=torch.device("cpu"), dtype=torch.float32, compile="cudagraphs")
+    assert info.value.field == "COMPILE" and "need a CUDA GPU" in str(info.value) and "COMPILE=on" in str(info.value)
+
+
 def test_requests_joining_at_different_steps_get_their_solo_greedy_tokens(model):
     path, engine = model
     texts = ["Question: What is the capital of France?\nAnswer:", "Hola", "¿Qué es el aprendizaje automático? Dime."]

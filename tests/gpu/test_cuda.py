@@ -1,4 +1,4 @@
-"""The fast path on a CUDA GPU at falcon-rw-1b's full size: the CPU checks again, plus the compiled step.
+"""The fast path on a CUDA GPU at falcon-rw-1b's full size: the CPU checks again, plus the CUDA-graph steps.
 
 Skipped without a GPU (CI has none). Run on a GPU machine with `.venv/bin/python -m pytest tests/gpu`.
 """
@@ -64,13 +64,18 @@ def test_fast_path_float32_equals_transformers_solo_and_batched(model):
         engine.close()
 
 
-def test_compiled_step_matches_the_eager_step(model):
-    """CUDA graphs for every (batch size, span), captured at warm-up, give the eager path's greedy tokens."""
+@pytest.fixture(scope="module")
+def eager_tokens(model):
     eager = Engine(model, build_tokenizer(), slots=4, compile="off")
     try:
-        expected = joining(eager, requests())
+        return joining(eager, requests())
     finally:
         eager.close()
+
+
+def test_compiled_step_matches_the_eager_step(model, eager_tokens):
+    """CUDA graphs for every (batch size, span), captured at warm-up, give the eager path's greedy tokens."""
+    expected = eager_tokens
     compiled = Engine(model, build_tokenizer(), slots=4, compile="on")
     try:
         assert compiled.backend.compiled
@@ -80,3 +85,19 @@ def test_compiled_step_matches_the_eager_step(model):
         assert counters["stats"]["unique_graphs"] == graphs, "serving compiled a shape that warm-up missed"
     finally:
         compiled.close()
+
+
+def test_captured_step_matches_the_eager_step(model, eager_tokens):
+    """COMPILE=cudagraphs: the uncompiled step in a CUDA graph per (batch size, span), all captured at warm-up."""
+    captured = Engine(model, build_tokenizer(), slots=4, compile="cudagraphs")
+    try:
+        backend = captured.backend
+        assert backend.step == "cudagraphs"
+        backend.warm_up()
+        graphs = len(backend._decode)
+        assert graphs == 3 * len(backend.spans())  # batch sizes 1, 2 and 4
+        assert int(backend.positions.abs().sum()) == 0, "warm-up left the positions changed"
+        assert joining(captured, requests()) == eager_tokens
+        assert len(backend._decode) == graphs, "serving captured a shape that warm-up missed"
+    finally:
+        captured.close()

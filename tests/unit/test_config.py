@@ -75,6 +75,7 @@ def test_concurrency_engine_and_compile():
     assert settings.compile_cache == settings.weights_dir / "torch-compile"
     settings = Settings.from_env({"COG_MAX_CONCURRENCY": "8", "ENGINE": "Transformers", "COMPILE": "off"})
     assert (settings.max_concurrency, settings.engine, settings.compile) == (8, "transformers", "off")
+    assert Settings.from_env({"COMPILE": "CUDAGraphs"}).compile == "cudagraphs"
     assert Settings.from_env({"WEIGHTS_DIR": "/w"}).compile_cache == Path("/w/torch-compile")
     assert Settings.from_env({"COMPILE_CACHE_DIR": "/c", "TORCHINDUCTOR_CACHE_DIR": "/t"}).compile_cache == Path("/c")
     assert Settings.from_env({"TORCHINDUCTOR_CACHE_DIR": "/t"}).compile_cache == Path("/t")
