@@ -10,6 +10,9 @@ import json
 import os
 import subprocess
 
+import pytest
+import torch
+
 from tests.conftest import ROOT
 
 
@@ -47,3 +50,13 @@ def test_benchmark_writes_results_and_chart_and_prints_the_table_last(tiny_model
     assert report["environment"]["torch"] and report["environment"]["device"] == "cpu"
     assert (out / "chart.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert done.stdout.rstrip().splitlines()[-1].startswith("peak RSS, engine phase")
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the refusal on a machine without a GPU")
+def test_gpu_check_names_its_arguments_and_refuses_without_a_gpu(tmp_path):
+    script = str(ROOT / "scripts" / "gpu-check")
+    wrong = subprocess.run([script, str(tmp_path), "fast"], capture_output=True, text=True, timeout=60)
+    assert wrong.returncode == 2 and "unknown argument fast" in wrong.stderr and "usage:" in wrong.stderr
+    done = subprocess.run([script, str(tmp_path), "cudagraphs"], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 1 and "no CUDA GPU is visible" in done.stderr
+    assert not any(tmp_path.iterdir()), "it wrote results without a GPU"
