@@ -93,10 +93,11 @@ def test_captured_step_matches_the_eager_step(model, eager_tokens):
     try:
         backend = captured.backend
         assert backend.step == "cudagraphs"
+        # Without warm-up, each shape is captured while serving: a capture must leave the running rows as they were.
+        assert joining(captured, requests()) == eager_tokens
         backend.warm_up()
         graphs = len(backend._decode)
         assert graphs == 3 * len(backend.spans())  # batch sizes 1, 2 and 4
-        assert int(backend.positions.abs().sum()) == 0, "warm-up left the positions changed"
         assert joining(captured, requests()) == eager_tokens
         assert len(backend._decode) == graphs, "serving captured a shape that warm-up missed"
     finally:
