@@ -229,7 +229,8 @@ class CapturedSteps:
     elementwise ones unfused) are recorded once and then launched as one graph. The tokens are copied into a
     static input first; the logits come back in a static output that the next replay overwrites, so a caller reads
     them before it steps again (the scheduler samples at once). Every graph draws its scratch memory from one
-    pool, as vLLM does: a graph's output stays alive, so no other graph's scratch can land on it.
+    pool, as vLLM does: safe in any replay order because no graph reads another's output (pytorch/pytorch#166975),
+    and each graph's output stays alive, so no other graph's scratch lands on it.
     """
 
     def __init__(self, step, *, slots: int, device: torch.device, restore: Sequence[torch.Tensor] = ()) -> None:
