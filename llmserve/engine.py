@@ -71,6 +71,8 @@ def pick_backend(
         if step == "compiled" and compile_cache is not None:
             logger.info("the compiled decode step is cached in %s", keep_compiled_code_in(compile_cache))
         return falcon.FalconRWStatic(model, slots=slots, max_length=max_length, step=step)
+    if compile in ("on", "cudagraphs"):
+        logger.warning("COMPILE=%s applies to the fast Falcon-RW path only; this model runs uncompiled", compile)
     return TransformersSlots(model, slots=slots)
 
 

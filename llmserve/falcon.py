@@ -170,7 +170,7 @@ class FalconRWStatic(torch.nn.Module):
                     if self.compiled:
                         for _ in range(3):  # reduce-overhead records the CUDA graph on a later call than the first
                             self._decode(tokens[:rows], rows, span)
-                    else:
+                    elif (rows, span) not in self._decode:
                         self._decode.capture(rows, span)
         self.positions.zero_()
         self._lengths = [0] * self.slots
@@ -228,9 +228,10 @@ class CapturedSteps:
     What torch.compile's reduce-overhead mode does, without the compiler: the step's kernels (cuBLAS, sdpa, the
     elementwise ones unfused) are recorded once and then launched as one graph. The tokens are copied into a
     static input first; the logits come back in a static output that the next replay overwrites, so a caller reads
-    them before it steps again (the scheduler samples at once). Every graph draws its scratch memory from one
-    pool, as vLLM does: safe in any replay order because no graph reads another's output (pytorch/pytorch#166975),
-    and each graph's output stays alive, so no other graph's scratch lands on it.
+    them before any graph is replayed again (the scheduler samples at once, on the same stream). Every graph draws
+    its scratch memory from one pool, as vLLM does: a replay may overwrite what another graph returned last, which
+    is why the logits must be read first, and it is safe in any replay order because no graph reads another's
+    output (pytorch/pytorch#166975).
     """
 
     def __init__(self, step, *, slots: int, device: torch.device, restore: Sequence[torch.Tensor] = ()) -> None:
@@ -244,25 +245,31 @@ class CapturedSteps:
     def __len__(self) -> int:
         return len(self._graphs)
 
+    def __contains__(self, shape: tuple[int, int]) -> bool:
+        return shape in self._graphs
+
+    @torch.inference_mode()
     def capture(self, rows: int, span: int) -> None:
         tokens = self._tokens[:rows]
         saved = [t.clone() for t in self._restore]
-        # A few runs outside the graph first, on a side stream as PyTorch asks: cuBLAS and sdpa pick and set up
-        # their kernels, and the allocator has seen the step's memory, before anything is recorded.
-        side = torch.cuda.Stream(self._tokens.device)
-        side.wait_stream(torch.cuda.current_stream())
-        with torch.cuda.stream(side):
-            for _ in range(2):
-                self._step(tokens, rows, span)
-        torch.cuda.current_stream().wait_stream(side)
-        graph = torch.cuda.CUDAGraph()
-        # thread_local: another thread's CUDA work (a moderation model, say) does not break the capture.
-        with torch.cuda.graph(graph, pool=self._pool, capture_error_mode="thread_local"):
-            logits = self._step(tokens, rows, span)
-        self._pool = graph.pool()
-        self._graphs[rows, span] = (graph, logits)
-        for tensor, value in zip(self._restore, saved, strict=True):
-            tensor.copy_(value)
+        try:
+            # A few runs outside the graph first, on a side stream as PyTorch asks: cuBLAS and sdpa pick and set up
+            # their kernels, and the allocator has seen the step's memory, before anything is recorded.
+            side = torch.cuda.Stream(self._tokens.device)
+            side.wait_stream(torch.cuda.current_stream())
+            with torch.cuda.stream(side):
+                for _ in range(2):
+                    self._step(tokens, rows, span)
+            torch.cuda.current_stream().wait_stream(side)
+            graph = torch.cuda.CUDAGraph()
+            # thread_local: another thread's CUDA work (a moderation model, say) does not break the capture.
+            with torch.cuda.graph(graph, pool=self._pool, capture_error_mode="thread_local"):
+                logits = self._step(tokens, rows, span)
+            self._pool = graph.pool()
+            self._graphs[rows, span] = (graph, logits)
+        finally:  # also when a capture fails mid-serving: the running rows keep their places
+            for tensor, value in zip(self._restore, saved, strict=True):
+                tensor.copy_(value)
 
     def __call__(self, tokens: torch.Tensor, rows: int, span: int) -> torch.Tensor:
         if (rows, span) not in self._graphs:

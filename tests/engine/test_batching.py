@@ -82,6 +82,13 @@ def test_each_architecture_gets_its_path(tiny_model_dir, tiny_chat_model_dir):
     assert info.value.field == "ENGINE" and "ENGINE=transformers" in str(info.value)
 
 
+def test_compile_on_a_model_without_the_fast_path_says_it_runs_uncompiled(tiny_chat_model_dir, caplog):
+    engine = Engine.load(tiny_chat_model_dir, device=torch.device("cpu"), dtype=torch.float32, compile="on")
+    engine.close()
+    assert isinstance(engine.backend, TransformersSlots)
+    assert "COMPILE=on applies to the fast Falcon-RW path only" in caplog.text
+
+
 def test_cuda_graphs_without_a_gpu_is_a_setup_error_naming_compile(tiny_model_dir):
     with pytest.raises(SetupError) as info:
         Engine.load(tiny_model_dir, device=torch.device("cpu"), dtype=torch.float32, compile="cudagraphs")

@@ -5,11 +5,14 @@ Skipped without a GPU (CI has none). Run on a GPU machine with `.venv/bin/python
 
 from __future__ import annotations
 
+import copy
+
 import pytest
 import torch
 from torch._dynamo.utils import counters
 
 from llmserve.engine import Engine
+from llmserve.falcon import FalconRWStatic
 from llmserve.tiny import build_tokenizer, falcon_rw_1b_config
 from tests.engine.test_batching import joining
 from tests.engine.test_engine import params
@@ -102,3 +105,26 @@ def test_captured_step_matches_the_eager_step(model, eager_tokens):
         assert len(backend._decode) == graphs, "serving captured a shape that warm-up missed"
     finally:
         captured.close()
+
+
+def test_captured_step_equals_the_eager_step_in_bf16_at_8_rows(model):
+    """What serves by default on a GPU: bf16 (whose attention may take another sdpa kernel than float32), 8 rows.
+
+    The same step, captured and not, over the same weights and the same prefilled slots, one span at a time.
+    """
+    bf16 = copy.deepcopy(model).to(torch.bfloat16)
+    eager = FalconRWStatic(bf16, slots=8, max_length=2048, step="eager")
+    captured = FalconRWStatic(bf16, slots=8, max_length=2048, step="cudagraphs")
+    captured.warm_up()
+    for backend in (eager, captured):
+        for slot, prompt in enumerate(prompts(8)):  # 110 to 1160 tokens
+            backend.prefill(slot, prompt[:200] if slot % 2 else prompt)
+    generator = torch.Generator(device="cuda").manual_seed(0)
+    for rows, span in ((1, 256), (2, 256), (8, 2048), (4, 1024), (8, 2048)):
+        tokens = torch.randint(1, 50000, (rows,), device="cuda", generator=generator)
+        with torch.inference_mode():
+            expected = eager._decode_step(tokens, rows, span)
+            got = captured._decode(tokens, rows, span)
+        error = float((got - expected).norm() / expected.norm())
+        assert error < 1e-2, f"rows {rows}, span {span}: relative error {error:.2e}"
+        assert torch.equal(captured.positions, eager.positions)
