@@ -93,10 +93,6 @@ class FalconRWStatic(torch.nn.Module):
         # (docs/benchmarks.md). float32 keeps one kernel for every batch size, so answers stay bit-identical.
         self._gemv = self.device.type == "cpu" and self.dtype != torch.float32 and step == "eager"
         self.step = step
-        self.compiled = step == "compiled"
-        # Both graph modes replay one CUDA graph per (row count, span) every step: no per-token kernel launches
-        # from Python. They keep the shapes few: the row count is bucketed by the scheduler, the span here.
-        self.bucketed = step != "eager"
         self._decode = self._decode_step
         if step == "compiled":
             # Row count and span are symbolic from the start, so the compiler traces the step twice (one row, and
@@ -106,6 +102,16 @@ class FalconRWStatic(torch.nn.Module):
             if self.device.type != "cuda":
                 raise ValueError("CUDA graphs need the model on a CUDA device")
             self._decode = CapturedSteps(self._decode_step, slots=slots, device=self.device, restore=[self.positions])
+
+    @property
+    def compiled(self) -> bool:
+        return self.step == "compiled"
+
+    @property
+    def bucketed(self) -> bool:
+        """Both graph modes replay one CUDA graph per (row count, span) every step: no per-token kernel launches
+        from Python. They keep the shapes few: the row count is bucketed by the scheduler, the span here."""
+        return self.step != "eager"
 
     @torch.inference_mode()
     def prefill(self, slot: int, prompt_ids: Sequence[int]) -> torch.Tensor:

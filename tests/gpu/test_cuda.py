@@ -78,13 +78,12 @@ def eager_tokens(model):
 
 def test_compiled_step_matches_the_eager_step(model, eager_tokens):
     """CUDA graphs for every (batch size, span), captured at warm-up, give the eager path's greedy tokens."""
-    expected = eager_tokens
     compiled = Engine(model, build_tokenizer(), slots=4, compile="on")
     try:
         assert compiled.backend.compiled
         compiled.backend.warm_up()
         graphs = counters["stats"]["unique_graphs"]
-        assert joining(compiled, requests()) == expected
+        assert joining(compiled, requests()) == eager_tokens
         assert counters["stats"]["unique_graphs"] == graphs, "serving compiled a shape that warm-up missed"
     finally:
         compiled.close()
