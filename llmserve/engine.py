@@ -200,6 +200,10 @@ class Engine:
     def backend_name(self) -> str:
         return type(self.backend).__name__
 
+    def warm_up(self) -> None:
+        """Compile or capture the decode step for every shape it will see, on the serving thread; before serving."""
+        self.scheduler.warm_up()
+
     def close(self) -> None:
         self.scheduler.close()
 

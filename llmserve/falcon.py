@@ -162,7 +162,8 @@ class FalconRWStatic(torch.nn.Module):
     def warm_up(self) -> None:
         """Compile or capture the decode step for every (batch size, span) the scheduler uses, before serving.
 
-        Runs while no request holds a slot: the steps write only into positions a later prefill overwrites.
+        Runs while no request holds a slot: the steps write only into positions a later prefill overwrites. Call it
+        through Scheduler.warm_up(), on the thread that will replay the graphs (torch.compile keeps them per thread).
         """
         if not self.bucketed:
             return

@@ -28,7 +28,7 @@ def load_answerer(settings: Settings, *, allow_download: bool = True) -> Answere
         resolved = "" if path.name == settings.model_revision else f" (commit {path.name})"
         name = f"{settings.model_id}@{settings.model_revision}{resolved}"
     try:
-        engine.backend.warm_up()  # first, so that the generation below already runs the compiled or captured step
+        engine.warm_up()  # first, so that the generation below already runs the compiled or captured step
         list(engine.generate(engine.encode("Hello"), _WARMUP))
     except Exception as e:  # any failure here means the model cannot serve; say so at boot
         raise SetupError(

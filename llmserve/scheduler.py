@@ -4,6 +4,9 @@ One thread owns the model. Each loop it prefills newly arrived requests into fre
 step for every occupied slot at once, and hands each request its token through the request's own sink. A
 finished or cancelled request frees its slot before the next step. On CUDA the loop launches step n+1 before
 it reads step n's tokens back, so the GPU never waits on this Python code.
+
+The warm-up runs on that thread too: torch.compile keeps the CUDA graphs it records per host thread, and before
+torch 2.13 a compiled step that recorded its graphs in one thread fails in another (pytorch/pytorch#123177).
 """
 
 from __future__ import annotations
@@ -13,6 +16,7 @@ import logging
 import threading
 from collections import deque
 from collections.abc import Callable, Sequence
+from concurrent.futures import Future
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -81,6 +85,7 @@ class Scheduler:
         self._pipelined = backend.device.type == "cuda" if pipelined is None else pipelined
         self._slots: list[Job | None] = [None] * backend.slots
         self._pending: deque[Job] = deque()
+        self._warm_ups: deque[Future[None]] = deque()
         self._wake = threading.Condition()
         self._closing = False
         self._thread = threading.Thread(target=self._loop, name="llmserve-decode", daemon=True)
@@ -101,6 +106,19 @@ class Scheduler:
             self._pending.append(job)
             self._wake.notify()
         return job
+
+    def warm_up(self) -> None:
+        """Compile or capture the backend's decode step on the decode thread, the one that replays it; wait for it.
+
+        Call it before serving: it fails with RuntimeError while a request holds a slot.
+        """
+        done: Future[None] = Future()
+        with self._wake:
+            if self._closing:
+                raise RuntimeError("the scheduler is closed")
+            self._warm_ups.append(done)
+            self._wake.notify()
+        done.result()
 
     def cancel(self, job: Job) -> None:
         """Stop a request: it gets no more tokens and its slot is freed before the next step."""
@@ -125,11 +143,15 @@ class Scheduler:
         inflight: _Step | None = None
         while True:
             with self._wake:
-                while not (self._closing or self._pending or inflight or any(self._slots)):
+                while not (self._closing or self._warm_ups or self._pending or inflight or any(self._slots)):
                     self._wake.wait()
                 if self._closing:
                     break
-                arrivals = self._take_arrivals()
+                warm_up = self._warm_ups.popleft() if self._warm_ups else None
+                arrivals = [] if warm_up else self._take_arrivals()
+            if warm_up is not None:
+                self._warm_up(warm_up, busy=inflight is not None or any(self._slots))
+                continue
             try:
                 inflight = self._iterate(arrivals, inflight)
             except Exception as e:  # a bug or a device error: end the requests in flight, keep serving
@@ -139,6 +161,19 @@ class Scheduler:
                 inflight = None
         for job in [*self._pending, *filter(None, self._slots)]:
             self._finish(job, RuntimeError("the model server is shutting down"))
+        for done in self._warm_ups:
+            done.set_exception(RuntimeError("the scheduler is closed"))
+
+    def _warm_up(self, done: Future[None], *, busy: bool) -> None:
+        if busy:
+            done.set_exception(RuntimeError("warm_up() runs before serving, not while requests hold slots"))
+            return
+        try:
+            self.backend.warm_up()
+        except Exception as e:  # the caller gets it; the decode thread goes on
+            done.set_exception(e)
+        else:
+            done.set_result(None)
 
     def _iterate(self, arrivals: list[Job], inflight: _Step | None) -> _Step | None:
         """Prefill the arrivals, launch one step, hand out the previous one; return the step still in flight."""

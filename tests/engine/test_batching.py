@@ -258,3 +258,51 @@ def test_a_failing_step_ends_the_running_requests_and_the_engine_goes_on(tiny_mo
         assert after.outcome is None and len(after.tokens) == 5 and engine.scheduler.active() == 0
     finally:
         engine.close()
+
+
+def test_the_backend_does_all_its_work_on_the_decode_thread(tiny_model_dir, monkeypatch):
+    """Warm-up included: torch.compile's CUDA graphs belong to the thread that recorded them (pytorch#123177)."""
+    engine = Engine.load(tiny_model_dir, device=torch.device("cpu"), dtype=torch.float32, slots=2)
+    threads: dict[str, set[str]] = {}
+    try:
+        for name in ("warm_up", "prefill", "decode", "release"):
+            method = getattr(engine.backend, name)
+
+            def on_thread(*args, _name=name, _method=method):
+                threads.setdefault(_name, set()).add(threading.current_thread().name)
+                return _method(*args)
+
+            monkeypatch.setattr(engine.backend, name, on_thread)
+        engine.warm_up()
+        assert list(engine.generate(engine.encode("Hola"), params(max_new_tokens=3, min_new_tokens=3)))
+        assert threads == dict.fromkeys(("warm_up", "prefill", "decode", "release"), {"llmserve-decode"})
+    finally:
+        engine.close()
+
+
+def test_warm_up_is_refused_while_a_request_holds_a_slot_and_its_failure_reaches_the_caller(
+    tiny_model_dir, monkeypatch
+):
+    engine = Engine.load(tiny_model_dir, device=torch.device("cpu"), dtype=torch.float32, slots=2)
+    try:
+        running = Recorder()
+        job = engine.scheduler.submit(engine.encode("Hola"), params(max_new_tokens=500, min_new_tokens=500), running)
+        running.wait(has_tokens(1))
+        with pytest.raises(RuntimeError, match="before serving"):
+            engine.warm_up()
+        engine.scheduler.cancel(job)
+        running.wait(finished)
+        assert running.outcome is None and engine.scheduler.active() == 0
+
+        def broken():
+            raise RuntimeError("CUDA error: out of memory")
+
+        monkeypatch.setattr(engine.backend, "warm_up", broken)
+        with pytest.raises(RuntimeError, match="out of memory"):
+            engine.warm_up()
+        # The decode thread goes on serving.
+        assert len(list(engine.generate(engine.encode("Hola"), params(max_new_tokens=4, min_new_tokens=4)))) == 4
+    finally:
+        engine.close()
+    with pytest.raises(RuntimeError, match="closed"):
+        engine.warm_up()

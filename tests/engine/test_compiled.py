@@ -66,7 +66,7 @@ def test_compiled_step_gives_transformers_greedy_tokens_and_compiles_nothing_aft
     )
     try:
         assert engine.backend.compiled
-        engine.backend.warm_up()
+        engine.warm_up()
         graphs = counters["stats"]["unique_graphs"]
         assert joining(engine, requests()) == expected
         # Every (batch size, span) was traced at warm-up: serving never waits for the compiler.
@@ -84,7 +84,7 @@ from llmserve.config import Settings
 from llmserve.engine import Engine
 settings = Settings.from_env()
 engine = Engine.from_settings(settings, Path(settings.model_id))
-engine.backend.warm_up()
+engine.warm_up()
 engine.close()
 print(json.dumps(dict(counters["inductor"])))
 """

@@ -81,7 +81,7 @@ def test_compiled_step_matches_the_eager_step(model, eager_tokens):
     compiled = Engine(model, build_tokenizer(), slots=4, compile="on")
     try:
         assert compiled.backend.compiled
-        compiled.backend.warm_up()
+        compiled.warm_up()
         graphs = counters["stats"]["unique_graphs"]
         assert joining(compiled, requests()) == eager_tokens
         assert counters["stats"]["unique_graphs"] == graphs, "serving compiled a shape that warm-up missed"
@@ -97,7 +97,7 @@ def test_captured_step_matches_the_eager_step(model, eager_tokens):
         assert backend.step == "cudagraphs"
         # Without warm-up, each shape is captured while serving: a capture must leave the running rows as they were.
         assert joining(captured, requests()) == eager_tokens
-        backend.warm_up()
+        captured.warm_up()
         graphs = len(backend._decode)
         assert graphs == 3 * len(backend.spans())  # batch sizes 1, 2 and 4
         assert joining(captured, requests()) == eager_tokens
