@@ -110,3 +110,41 @@ def test_a_second_setup_reads_the_compiled_code_back(model_dir, compile_cache, m
     inductor = json.loads(done.stdout.strip().splitlines()[-1])
     assert inductor.get("fxgraph_cache_hit", 0) >= 1, inductor
     assert inductor.get("fxgraph_cache_miss", 0) == 0, inductor
+
+
+def test_the_step_mutates_only_static_inputs_so_cuda_graph_trees_keep_it(model_dir):
+    """Inductor skips CUDA graphs for a graph that writes into an input whose address may change ("skipping
+    cudagraphs due to mutated inputs"), silently: the step would run, graph-less and slow. The step writes into the
+    KV cache and the positions, so those must be static inputs (module buffers), which aot_autograd reports here
+    the way inductor reads it."""
+    from torch._dynamo.backends.common import aot_autograd
+
+    graphs = []
+
+    def inspect(gm, example_inputs):
+        metadata = torch._guards.TracingContext.try_get().fw_metadata
+        names = [node.name for node in gm.graph.find_nodes(op="placeholder")]
+        mutated = {i for i, info in enumerate(metadata.input_info) if info.mutates_data}
+        graphs.append(
+            ([names[i] for i in sorted(mutated)], [names[i] for i in mutated - set(metadata.static_input_indices)])
+        )
+        return gm
+
+    engine = Engine.load(model_dir, device=torch.device("cpu"), dtype=torch.float32, slots=2, compile="off")
+    try:
+        backend = engine.backend
+        step = torch.compile(
+            backend._decode_step,
+            backend=aot_autograd(fw_compiler=inspect, keep_inference_input_mutations=True),
+            fullgraph=True,
+            dynamic=True,
+        )
+        with torch.inference_mode():
+            for rows in (1, 2):
+                step(torch.zeros(rows, dtype=torch.int64), rows, 128)
+    finally:
+        engine.close()
+    assert len(graphs) == 2  # one row, and many
+    for mutated, not_static in graphs:
+        assert len(mutated) == 3, mutated  # the positions, the keys and the values
+        assert not_static == []
