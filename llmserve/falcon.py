@@ -87,6 +87,7 @@ class FalconRWStatic(torch.nn.Module):
         alibi = alibi_bias(self.num_heads, cache_length, dtype=self.dtype, device=self.device) / scale
         self.register_buffer("alibi", alibi, persistent=False)
         self.register_buffer("key_index", torch.arange(cache_length, device=self.device), persistent=False)
+        self.register_buffer("layer_index", torch.arange(layers, device=self.device), persistent=False)
         self.min_value = torch.finfo(self.dtype).min
         self._lengths = [0] * slots  # positions[] as known on the CPU, without a device sync
         # On CPU, matrix-vector products read bf16 weights about 1.3x faster than one-row matrix products
@@ -191,8 +192,11 @@ class FalconRWStatic(torch.nn.Module):
         x = self.model.transformer.word_embeddings(tokens[:, None])
         for i, layer in enumerate(self.model.transformer.h):
             q, k, v = self._qkv(layer, layer.input_layernorm(x))
-            self.k_cache[i][slot_index, :, pos] = k[:, :, 0]
-            self.v_cache[i][slot_index, :, pos] = v[:, :, 0]
+            # The layer as a tensor index, so the write is one index_put_ into the cache: through an int index
+            # (a view), torch.compile would rebuild the layer's whole cache out of place and copy it back each step.
+            at = (self.layer_index[i : i + 1], slot_index, slice(None), pos)
+            self.k_cache[at] = k[:, :, 0]
+            self.v_cache[at] = v[:, :, 0]
             keys, values = self.k_cache[i, :rows, :, :span], self.v_cache[i, :rows, :, :span]
             attn = F.scaled_dot_product_attention(q, keys, values, attn_mask=mask)
             x = self._finish_layer(layer, x, attn)
