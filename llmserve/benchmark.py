@@ -611,7 +611,7 @@ def main(argv: list[str] | None = None) -> int:
         "--compile",
         choices=("auto", "on", "off", "cudagraphs"),
         default="auto",
-        help="COMPILE for the engine: auto compiles the decode step on CUDA only; cudagraphs captures it uncompiled",
+        help="COMPILE for the engine (auto: CUDA graphs of the uncompiled step on CUDA; on: torch.compile)",
     )
     parser.add_argument("--prompt-tokens", type=int, nargs="+", help="single-stream prompt lengths")
     parser.add_argument("--new-tokens", type=int, help="tokens per answer (forced)")

@@ -46,8 +46,8 @@ class Settings:
     max_concurrency: int = 1
     # "auto" = the fast static-cache path for Falcon-RW (ALiBi) models, transformers for the rest.
     engine: str = "auto"
-    # The fast path's decode step: "on" = torch.compile (CUDA graphs on CUDA), "auto" = on for CUDA only,
-    # "cudagraphs" = CUDA graphs of the uncompiled step (no compiler: starts in seconds), "off" = neither.
+    # The fast path's decode step: "cudagraphs" = CUDA graphs of the uncompiled step (no compiler: starts in
+    # seconds), "on" = torch.compile (with CUDA graphs on CUDA), "off" = neither, "auto" = cudagraphs on CUDA, else off.
     compile: str = "auto"
     # Where compiled code is kept between setups (inductor's cache); inside WEIGHTS_DIR so `cog build` bakes in
     # what a setup on the target GPU compiled. Defaults to TORCHINDUCTOR_CACHE_DIR when only that is set.

@@ -77,10 +77,15 @@ def pick_backend(
 
 
 def _decode_step_mode(compile: str, device: torch.device) -> str:
-    """COMPILE -> falcon.STEPS: auto compiles on CUDA only; cudagraphs captures the step without compiling it."""
-    if compile == "cudagraphs":
+    """COMPILE -> falcon.STEPS. auto: CUDA graphs of the uncompiled step on CUDA, eager elsewhere.
+
+    auto does not compile: tracing the full-size step took most of a 45 s setup even with the compile cache
+    filled (docs/benchmarks.md, on CPU), against the issue's 15 s, and compiling did not pay on CPU. COMPILE=on
+    stays available for a GPU where the fused kernels prove faster.
+    """
+    if compile == "cudagraphs" or (compile == "auto" and device.type == "cuda"):
         return "cudagraphs"
-    if compile == "on" or (compile == "auto" and device.type == "cuda"):
+    if compile == "on":
         return "compiled"
     return "eager"
 

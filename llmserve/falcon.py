@@ -96,8 +96,12 @@ class FalconRWStatic(torch.nn.Module):
         self.step = step
         self._decode = self._decode_step
         if step == "compiled":
-            # Row count and span are symbolic from the start, so the compiler traces the step twice (one row, and
-            # many), not once per shape; a CUDA graph is still captured per (rows, span) in warm_up().
+            # Row count and span are symbolic from the start, so the compiler traces the step three times (one row,
+            # all the slots, the rest), not once per shape; a CUDA graph is still captured per (rows, span) in
+            # warm_up(), more than inductor's default of 8 per compiled graph before it warns.
+            import torch._inductor.config as inductor
+
+            inductor.triton.cudagraph_dynamic_shape_warn_limit = None
             self._decode = torch.compile(self._decode_step, mode="reduce-overhead", fullgraph=True, dynamic=True)
         elif step == "cudagraphs":
             if self.device.type != "cuda":

@@ -7,7 +7,7 @@ import threading
 import pytest
 import torch
 
-from llmserve.engine import Engine, TransformersSlots
+from llmserve.engine import Engine, TransformersSlots, _decode_step_mode
 from llmserve.errors import SetupError
 from llmserve.falcon import FalconRWStatic
 from llmserve.scheduler import Event, bucket
@@ -93,6 +93,21 @@ def test_cuda_graphs_without_a_gpu_is_a_setup_error_naming_compile(tiny_model_di
     with pytest.raises(SetupError) as info:
         Engine.load(tiny_model_dir, device=torch.device("cpu"), dtype=torch.float32, compile="cudagraphs")
     assert info.value.field == "COMPILE" and "need a CUDA GPU" in str(info.value) and "COMPILE=on" in str(info.value)
+
+
+@pytest.mark.parametrize(
+    ("compile", "device", "step"),
+    [
+        ("auto", "cuda", "cudagraphs"),  # no compiler at setup: tracing alone exceeds the 15 s setup target
+        ("auto", "cpu", "eager"),  # compiling did not pay on 2 cores (docs/benchmarks.md)
+        ("on", "cuda", "compiled"),
+        ("on", "cpu", "compiled"),
+        ("off", "cuda", "eager"),
+        ("cudagraphs", "cuda", "cudagraphs"),
+    ],
+)
+def test_compile_picks_the_decode_step(compile, device, step):
+    assert _decode_step_mode(compile, torch.device(device)) == step
 
 
 def test_requests_joining_at_different_steps_get_their_solo_greedy_tokens(model):
