@@ -364,6 +364,11 @@ def run(args: argparse.Namespace, log: Callable[[str], None]) -> Report:
     tokenizer = AutoTokenizer.from_pretrained(model_dir)
     vocab, eos = len(tokenizer), tokenizer.eos_token_id
 
+    if device == "cuda":
+        from .engine import keep_cudnn_out_of_attention
+
+        keep_cudnn_out_of_attention()  # as the engine does, for both: the same attention kernels on both sides
+        report.environment["sdpa_cudnn"] = torch.backends.cuda.cudnn_sdp_enabled()
     log(f"baseline: transformers eager generate() on {device}, {dtype_name}")
     with peak_memory(device, report.peak_memory_gb, "transformers eager"):
         model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=getattr(torch, dtype_name)).to(device).eval()

@@ -44,6 +44,19 @@ def pick_device_and_dtype(*, device: str = "auto", dtype: str = "auto") -> tuple
     return torch.device(device), chosen
 
 
+def keep_cudnn_out_of_attention() -> None:
+    """On CUDA, let sdpa choose among flash, memory-efficient and math attention, not cuDNN.
+
+    torch 2.11's CUDA build ranks cuDNN attention first on Hopper GPUs, and with an additive bias (ALiBi) cuDNN
+    builds a new graph for every new shape ("may trigger excessive recompilation", in libtorch_cuda): every new
+    prompt length would stall the decode thread, and transformers' own decoding once per token. The
+    memory-efficient kernel takes the bias with no per-shape setup. Process-wide, as torch's switch is.
+    """
+    if torch.backends.cuda.cudnn_sdp_enabled():
+        torch.backends.cuda.enable_cudnn_sdp(False)
+        logger.info("sdpa: cuDNN attention off (it rebuilds per shape with an ALiBi bias)")
+
+
 def pick_backend(
     model, *, kind: str, slots: int, max_length: int, compile: str, compile_cache: Path | None = None
 ) -> Backend:
@@ -144,6 +157,8 @@ class Engine:
         self.tokenizer = tokenizer
         self.device = param.device
         self.dtype = param.dtype
+        if self.device.type == "cuda":
+            keep_cudnn_out_of_attention()
         self.context_length = _context_length(model.config, tokenizer)
         self.eos_token_ids = _eos_token_ids(model, tokenizer) if eos_token_ids is None else eos_token_ids
         self.backend = pick_backend(

@@ -254,6 +254,8 @@ class CapturedSteps:
         self._step = step
         self._restore = tuple(restore)
         self._tokens = torch.zeros(slots, dtype=torch.int64, device=device)
+        # One side stream for every capture's warm-up runs: cuBLAS keeps a workspace per stream it has run on.
+        self._side = torch.cuda.Stream(device)
         self._graphs: dict[tuple[int, int], tuple[torch.cuda.CUDAGraph, torch.Tensor]] = {}
         self._pool = None
 
@@ -270,12 +272,11 @@ class CapturedSteps:
         try:
             # A few runs outside the graph first, on a side stream as PyTorch asks: cuBLAS and sdpa pick and set up
             # their kernels, and the allocator has seen the step's memory, before anything is recorded.
-            side = torch.cuda.Stream(self._tokens.device)
-            side.wait_stream(torch.cuda.current_stream())
-            with torch.cuda.stream(side):
+            self._side.wait_stream(torch.cuda.current_stream())
+            with torch.cuda.stream(self._side):
                 for _ in range(2):
                     self._step(tokens, rows, span)
-            torch.cuda.current_stream().wait_stream(side)
+            torch.cuda.current_stream().wait_stream(self._side)
             graph = torch.cuda.CUDAGraph()
             # thread_local: another thread's CUDA work (a moderation model, say) does not break the capture.
             with torch.cuda.graph(graph, pool=self._pool, capture_error_mode="thread_local"):
