@@ -38,6 +38,7 @@ class Workload:
     stream_prompt_tokens: int  # the prompt of each concurrent stream
 
 
+TTFT_RUNS = 3  # time to first token: the median of this many runs, for eager and engine alike
 # The targets on an H100; on 2 CPU cores the same shape would take an hour, so the CPU default is smaller.
 WORKLOADS = {
     "cuda": Workload(prompt_tokens=(128, 2048), new_tokens=256, streams=(1, 8, 32), stream_prompt_tokens=512),
@@ -183,7 +184,7 @@ def eager_single_stream(model, ids: list[int], new_tokens: int, device: str) -> 
         return time.perf_counter() - start
 
     generate(2)  # warm-up: kernels, allocator
-    first = generate(1)
+    first = statistics.median(generate(1) for _ in range(TTFT_RUNS))
     total = generate(new_tokens)
     return SingleStream("transformers eager", len(ids), new_tokens, first, (new_tokens - 1) / (total - first))
 
@@ -192,10 +193,16 @@ def engine_single_stream(engine, ids: list[int], new_tokens: int) -> SingleStrea
     params = SamplingParams.plain_greedy(new_tokens, min_new_tokens=new_tokens)
     # Warm-up, as for eager: the same prompt, so the same kernel shapes.
     list(engine.generate(ids, SamplingParams.plain_greedy(2)))
-    start = time.perf_counter()
+
+    def first_token() -> float:
+        start = time.perf_counter()
+        stamps = [time.perf_counter() for _ in engine.generate(ids, SamplingParams.plain_greedy(1, min_new_tokens=1))]
+        return stamps[0] - start
+
+    first = statistics.median(first_token() for _ in range(TTFT_RUNS))
     stamps = [time.perf_counter() for _ in engine.generate(ids, params)]
     decode = (len(stamps) - 1) / (stamps[-1] - stamps[0])
-    return SingleStream(engine.backend_name, len(ids), new_tokens, stamps[0] - start, decode)
+    return SingleStream(engine.backend_name, len(ids), new_tokens, first, decode)
 
 
 def batch_agreement(engine, prompts: Sequence[list[int]], new_tokens: int) -> Agreement:
