@@ -110,8 +110,11 @@ class Scheduler:
     def warm_up(self) -> None:
         """Compile or capture the backend's decode step on the decode thread, the one that replays it; wait for it.
 
-        Call it before serving: it fails with RuntimeError while a request holds a slot.
+        Meant for setup, before serving. Requests already running finish first; new ones wait until it is done
+        (the warm-up steps write into the cache positions of free slots only).
         """
+        if threading.current_thread() is self._thread:
+            raise RuntimeError("warm_up() waits for the decode thread, so it cannot be called from it (from a sink)")
         done: Future[None] = Future()
         with self._wake:
             if self._closing:
@@ -140,17 +143,35 @@ class Scheduler:
     # The decode thread ---------------------------------------------------------------------
 
     def _loop(self) -> None:
+        try:
+            self._serve()
+        finally:  # closed, or the thread itself failed: nobody may wait forever on it
+            with self._wake:
+                self._closing = True
+                jobs = [*self._pending, *filter(None, self._slots)]
+                warm_ups = [*self._warm_ups]
+                self._warm_ups.clear()
+            for job in jobs:
+                self._finish(job, RuntimeError("the model server is shutting down"))
+            for done in warm_ups:
+                done.set_exception(RuntimeError("the scheduler is closed"))
+
+    def _serve(self) -> None:
         inflight: _Step | None = None
         while True:
             with self._wake:
                 while not (self._closing or self._warm_ups or self._pending or inflight or any(self._slots)):
                     self._wake.wait()
                 if self._closing:
-                    break
-                warm_up = self._warm_ups.popleft() if self._warm_ups else None
-                arrivals = [] if warm_up else self._take_arrivals()
+                    return
+                # A warm-up waits for the running requests to finish, and holds new ones back until it is done.
+                warm_up = self._warm_ups.popleft() if self._warm_ups and not any(self._slots) else None
+                arrivals = [] if self._warm_ups or warm_up is not None else self._take_arrivals()
             if warm_up is not None:
-                self._warm_up(warm_up, busy=inflight is not None or any(self._slots))
+                if inflight is not None:  # the last step of requests that have all ended: only wait for it
+                    self._hand_out(inflight)
+                    inflight = None
+                self._warm_up(warm_up)
                 continue
             try:
                 inflight = self._iterate(arrivals, inflight)
@@ -159,15 +180,8 @@ class Scheduler:
                 for job in filter(None, self._slots):
                     self._finish(job, e)
                 inflight = None
-        for job in [*self._pending, *filter(None, self._slots)]:
-            self._finish(job, RuntimeError("the model server is shutting down"))
-        for done in self._warm_ups:
-            done.set_exception(RuntimeError("the scheduler is closed"))
 
-    def _warm_up(self, done: Future[None], *, busy: bool) -> None:
-        if busy:
-            done.set_exception(RuntimeError("warm_up() runs before serving, not while requests hold slots"))
-            return
+    def _warm_up(self, done: Future[None]) -> None:
         try:
             self.backend.warm_up()
         except Exception as e:  # the caller gets it; the decode thread goes on

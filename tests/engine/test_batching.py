@@ -295,19 +295,43 @@ def test_the_backend_does_all_its_work_on_the_decode_thread(tiny_model_dir, monk
         engine.close()
 
 
-def test_warm_up_is_refused_while_a_request_holds_a_slot_and_its_failure_reaches_the_caller(
-    tiny_model_dir, monkeypatch
-):
+def test_warm_up_waits_for_running_requests_in_the_pipelined_loop(tiny_model_dir, monkeypatch):
+    """A warm-up runs only when no request holds a slot: requests already running finish first, uninterrupted.
+
+    The pipelined (CUDA) loop, run on the CPU, still has the running requests' last step in flight when they end.
+    """
+    from llmserve.scheduler import Scheduler
+
+    engine = Engine.load(tiny_model_dir, device=torch.device("cpu"), dtype=torch.float32, slots=2)
+    engine.scheduler.close()
+    scheduler = Scheduler(engine.backend, eos_token_ids=engine.eos_token_ids, pipelined=True)
+    running = Recorder()
+    seen: list[tuple[int, bool]] = []  # (requests holding a slot, whether the running one has ended) at warm-up
+    warm_up = engine.backend.warm_up
+
+    def noting_warm_up():
+        seen.append((scheduler.active(), running.done))
+        warm_up()
+
+    monkeypatch.setattr(engine.backend, "warm_up", noting_warm_up)
+    try:
+        scheduler.submit(engine.encode("Hola"), params(max_new_tokens=60, min_new_tokens=60), running)
+        running.wait(has_tokens(1))
+        scheduler.warm_up()
+        assert seen == [(0, True)]
+        assert running.outcome is None and len(running.tokens) == 60
+        after = Recorder()  # right after a request ends, its last step may still be in flight
+        scheduler.submit(engine.encode("Hola"), params(max_new_tokens=3, min_new_tokens=3), after)
+        after.wait(finished)
+        scheduler.warm_up()
+        assert seen[-1] == (0, True) and after.outcome is None and len(after.tokens) == 3
+    finally:
+        scheduler.close()
+
+
+def test_a_warm_up_failure_reaches_the_caller_and_the_engine_goes_on(tiny_model_dir, monkeypatch):
     engine = Engine.load(tiny_model_dir, device=torch.device("cpu"), dtype=torch.float32, slots=2)
     try:
-        running = Recorder()
-        job = engine.scheduler.submit(engine.encode("Hola"), params(max_new_tokens=500, min_new_tokens=500), running)
-        running.wait(has_tokens(1))
-        with pytest.raises(RuntimeError, match="before serving"):
-            engine.warm_up()
-        engine.scheduler.cancel(job)
-        running.wait(finished)
-        assert running.outcome is None and engine.scheduler.active() == 0
 
         def broken():
             raise RuntimeError("CUDA error: out of memory")
@@ -315,8 +339,21 @@ def test_warm_up_is_refused_while_a_request_holds_a_slot_and_its_failure_reaches
         monkeypatch.setattr(engine.backend, "warm_up", broken)
         with pytest.raises(RuntimeError, match="out of memory"):
             engine.warm_up()
-        # The decode thread goes on serving.
         assert len(list(engine.generate(engine.encode("Hola"), params(max_new_tokens=4, min_new_tokens=4)))) == 4
+        # From the decode thread itself (a sink), warm_up() would wait for itself.
+        errors: list[BaseException] = []
+
+        def sink(event):
+            try:
+                engine.warm_up()
+            except RuntimeError as e:
+                errors.append(e)
+
+        done = Recorder()
+        engine.scheduler.submit(engine.encode("Hola"), params(max_new_tokens=1, min_new_tokens=1), sink)
+        engine.scheduler.submit(engine.encode("Hola"), params(max_new_tokens=1, min_new_tokens=1), done)
+        done.wait(finished)
+        assert errors and all("cannot be called from it" in str(e) for e in errors)
     finally:
         engine.close()
     with pytest.raises(RuntimeError, match="closed"):
