@@ -92,9 +92,9 @@ def pick_backend(
 def _decode_step_mode(compile: str, device: torch.device) -> str:
     """COMPILE -> falcon.STEPS. auto: CUDA graphs of the uncompiled step on CUDA, eager elsewhere.
 
-    auto does not compile: tracing the full-size step took most of a 45 s setup even with the compile cache
-    filled (docs/benchmarks.md, on CPU), against the issue's 15 s, and compiling did not pay on CPU. COMPILE=on
-    stays available for a GPU where the fused kernels prove faster.
+    auto does not compile: tracing the full-size step for one row and for two took 29 s on CPU (docs/benchmarks.md),
+    past the issue's 15 s for setup(), and a compile cache does not skip tracing; compiling did not pay on CPU
+    either. COMPILE=on stays available for a GPU where the fused kernels prove faster.
     """
     if compile == "cudagraphs" or (compile == "auto" and device.type == "cuda"):
         return "cudagraphs"

@@ -3,8 +3,8 @@
 transformers 5.23 cannot give this model a static cache, continuous batching or flash-attention (FACTS.md),
 so this module runs the same Hugging Face modules (and so the same weights) with its own attention, in the
 style of gpt-fast: the cache is allocated once, every decode step has the same shapes for a given number of
-rows, and on CUDA that step is replayed as a CUDA graph: compiled by torch.compile first (COMPILE=on, the default
-on CUDA), or captured as it is, uncompiled (COMPILE=cudagraphs), which needs no compiler and starts in seconds.
+rows, and on CUDA that step is replayed as a CUDA graph: captured as it is, uncompiled (COMPILE=cudagraphs, what
+auto picks on CUDA), which needs no compiler and starts in seconds, or compiled by torch.compile first (COMPILE=on).
 """
 
 from __future__ import annotations
@@ -254,7 +254,7 @@ class CapturedSteps:
         self._step = step
         self._restore = tuple(restore)
         self._tokens = torch.zeros(slots, dtype=torch.int64, device=device)
-        # One side stream for every capture's warm-up runs: cuBLAS keeps a workspace per stream it has run on.
+        # One side stream for every capture and its warm-up runs: cuBLAS keeps a workspace per stream it runs on.
         self._side = torch.cuda.Stream(device)
         self._graphs: dict[tuple[int, int], tuple[torch.cuda.CUDAGraph, torch.Tensor]] = {}
         self._pool = None
@@ -279,7 +279,7 @@ class CapturedSteps:
             torch.cuda.current_stream().wait_stream(self._side)
             graph = torch.cuda.CUDAGraph()
             # thread_local: another thread's CUDA work (a moderation model, say) does not break the capture.
-            with torch.cuda.graph(graph, pool=self._pool, capture_error_mode="thread_local"):
+            with torch.cuda.graph(graph, pool=self._pool, stream=self._side, capture_error_mode="thread_local"):
                 logits = self._step(tokens, rows, span)
             self._pool = graph.pool()
             self._graphs[rows, span] = (graph, logits)

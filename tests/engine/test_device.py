@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import pytest
 import torch
+from torch.overrides import TorchFunctionMode
 from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils._pytree import tree_leaves
 from transformers import FalconForCausalLM
@@ -32,12 +33,39 @@ def reads_the_host(func, args) -> bool:
     return any(tag in func.tags for tag in HOST_READS)
 
 
+# Tensors made from Python data: they start on the host and are copied over, and no operator shows it.
+FROM_HOST_DATA = {torch.tensor, torch.as_tensor, torch.Tensor.new_tensor}
+
+
+class HostData(TorchFunctionMode):
+    def __init__(self, cpu_ops: list[str]) -> None:
+        super().__init__()
+        self.cpu_ops = cpu_ops
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        if func in FROM_HOST_DATA:
+            self.cpu_ops.append(f"{func.__name__} from Python data, copied from the host")
+        return func(*args, **(kwargs or {}))
+
+
 class HostTraffic(TorchDispatchMode):
-    """Notes every operator that touches a CPU tensor, and stops any that needs a value on the host."""
+    """Notes every operator that touches a CPU tensor or every tensor made from host data; stops any operator that
+    needs a value on the host."""
 
     def __init__(self) -> None:
         super().__init__()
         self.cpu_ops: list[str] = []
+        self._host_data = HostData(self.cpu_ops)
+
+    def __enter__(self):
+        self._host_data.__enter__()
+        return super().__enter__()
+
+    def __exit__(self, *exc):
+        try:
+            return super().__exit__(*exc)
+        finally:
+            self._host_data.__exit__(*exc)
 
     def __torch_dispatch__(self, func, types, args=(), kwargs=None):
         kwargs = kwargs or {}
@@ -95,6 +123,9 @@ def test_the_check_sees_a_host_copy_and_a_host_read():
     with HostTraffic() as traffic:
         x[torch.tensor([1, 2])]  # indices from the host: a host-to-device copy in the step
     assert any(op.startswith("aten.index.Tensor on a CPU tensor") for op in traffic.cpu_ops)
+    with HostTraffic() as traffic:
+        x + torch.tensor([1.0, 2.0, 3.0, 4.0], device=x.device)  # made on the device, from host data
+    assert traffic.cpu_ops == ["tensor from Python data, copied from the host"]
     with pytest.raises(AssertionError, match="needs a value on the host"), HostTraffic():
         x.sum().item()
     with pytest.raises(AssertionError, match="needs a value on the host"), HostTraffic():

@@ -146,10 +146,11 @@ def test_cudnn_attention_is_switched_off_for_cuda():
     """cuDNN's sdpa builds a graph per shape with an ALiBi bias: an Engine on CUDA switches it off (process-wide)."""
     from llmserve.engine import keep_cudnn_out_of_attention
 
+    before = torch.backends.cuda.cudnn_sdp_enabled()
     torch.backends.cuda.enable_cudnn_sdp(True)
     try:
         keep_cudnn_out_of_attention()
         assert not torch.backends.cuda.cudnn_sdp_enabled()
         assert torch.backends.cuda.mem_efficient_sdp_enabled()  # what takes the bias instead
     finally:
-        torch.backends.cuda.enable_cudnn_sdp(True)
+        torch.backends.cuda.enable_cudnn_sdp(before)
