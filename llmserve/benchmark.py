@@ -456,7 +456,9 @@ def _describe(engine) -> str:
     text = f"{type(backend).__name__}, {backend.slots} slots"
     step = getattr(backend, "step", "eager")
     if step != "eager":
-        text += f", {'compiled' if step == 'compiled' else 'CUDA-graphed'} decode step, spans {backend.spans()}"
+        spans = backend.spans()
+        text += f", {'compiled' if step == 'compiled' else 'CUDA-graphed'} decode step, {len(spans)} spans"
+        text += f" ({spans[0]} to {spans[-1]} positions)"
     return text
 
 

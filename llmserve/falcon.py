@@ -113,9 +113,9 @@ class FalconRWStatic(torch.nn.Module):
         return self.step == "compiled"
 
     @property
-    def bucketed(self) -> bool:
+    def graphed(self) -> bool:
         """Both graph modes replay one CUDA graph per (row count, span) every step: no per-token kernel launches
-        from Python. They keep the shapes few: the row count is bucketed by the scheduler, the span here."""
+        from Python. The scheduler rounds the row count up to a power of two, span() the span to a multiple of 128."""
         return self.step != "eager"
 
     @torch.inference_mode()
@@ -147,13 +147,12 @@ class FalconRWStatic(torch.nn.Module):
         """How many cache positions a step attends over when the longest row holds `longest` of them.
 
         Reading the whole cache every step would cost as much as reading the weights a few times over at 32
-        rows, so a step reads only the positions in use, rounded up: to a multiple of 128 when eager, to a
-        power-of-two multiple of 128 in the graph modes, so that few shapes (CUDA graphs) are ever captured.
+        rows, so a step reads only the positions in use, rounded up to a multiple of 128. In the graph modes that
+        makes 16 spans at 2048 positions, a graph for each per batch size (96 at 32 slots); spans rounded up to
+        powers of two would make 5, but read up to twice the positions in use: 1024 for a batch of 512-token
+        prompts growing to 768 positions, instead of 640 and then 768.
         """
-        steps = -(-longest // _SPAN_STEP)
-        if self.bucketed:
-            steps = bucket(steps, self.max_length)
-        return min(self.max_length, steps * _SPAN_STEP)
+        return min(self.max_length, -(-longest // _SPAN_STEP) * _SPAN_STEP)
 
     def spans(self) -> list[int]:
         """Every span a step can see, smallest first."""
@@ -170,7 +169,7 @@ class FalconRWStatic(torch.nn.Module):
         Runs while no request holds a slot: the steps write only into positions a later prefill overwrites. Call it
         through Scheduler.warm_up(), on the thread that will replay the graphs (torch.compile keeps them per thread).
         """
-        if not self.bucketed:
+        if not self.graphed:
             return
         sizes = sorted({bucket(rows, self.slots) for rows in range(1, self.slots + 1)})
         spans = self.spans()

@@ -22,7 +22,7 @@ from tests.conftest import ROOT
 from tests.engine.test_batching import joining
 from tests.engine.test_engine import reference_greedy
 
-CONTEXT = 512  # three span buckets: 128, 256, 512
+CONTEXT = 512  # four spans: 128, 256, 384, 512
 # (prompt length, new tokens): the first crosses from the 128 span to 256 while the others run.
 REQUESTS = [(100, 60), (20, 12), (300, 8)]
 
@@ -49,7 +49,7 @@ def test_spans_are_few_and_cover_every_length(model_dir):
     engine = Engine.load(model_dir, device=torch.device("cpu"), dtype=torch.float32, slots=2, compile="on")
     try:
         backend = engine.backend
-        assert backend.spans() == [128, 256, 512]
+        assert backend.spans() == [128, 256, 384, 512]
         for longest in range(1, CONTEXT + 1):
             assert longest <= backend.span(longest) in backend.spans()
     finally:

@@ -42,7 +42,10 @@ def test_benchmark_writes_results_and_chart_and_prints_the_table_last(tiny_model
     # float32 on CPU (the tiny model's dtype): batched greedy answers equal the answers alone.
     assert report["agreement"]["identical_answers"] == report["agreement"]["requests"] == 3
     assert all(r["decode_tokens_per_s"] > 0 for r in report["single_stream"]) and report["setup_s"] > 0
-    assert report["environment"]["engine"].startswith("FalconRWStatic, 3 slots, compiled decode step, spans [128")
+    assert (
+        report["environment"]["engine"]
+        == "FalconRWStatic, 3 slots, compiled decode step, 2 spans (128 to 256 positions)"
+    )
     # A fresh cache: the first setup compiles; the second, in a new process, reads it back.
     assert report["compile_cache_misses"] > 0 and report["setup_new_process_s"] > 0
     assert "setup() in a new process, compile cache filled" in done.stdout
