@@ -26,7 +26,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .config import PROJECT_ROOT
+from .config import COMPILE_MODES, PROJECT_ROOT
 from .params import SamplingParams
 
 
@@ -624,7 +624,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--http", action="store_true", help="also drive the streams through the Cog HTTP server")
     parser.add_argument(
         "--compile",
-        choices=("auto", "on", "off", "cudagraphs"),
+        choices=COMPILE_MODES,
         default="auto",
         help="COMPILE for the engine (auto: CUDA graphs of the uncompiled step on CUDA; on: torch.compile)",
     )
