@@ -1,7 +1,7 @@
 """Cog entry point: declares the inputs, loads the model once, streams answers.
 
 `cog build` reads these Input(...) declarations statically, without running Python, so ranges and
-defaults are literals here; tests check they equal llmserve.params.LIMITS and the prompt defaults.
+defaults are literals here; tests check they equal llmserve.request.params.LIMITS and the prompt defaults.
 """
 
 import asyncio
@@ -11,13 +11,15 @@ import cog
 from cog import BaseRunner, ConcatenateIterator, Input
 
 from llmserve.config import Settings
-from llmserve.moderation import build_moderator, input_texts, moderate_stream, moderation_metrics, refusal
-from llmserve.params import validate_request
+from llmserve.moderation.pipeline import moderate_stream
+from llmserve.moderation.policy import input_texts, moderation_metrics, refusal
+from llmserve.request.params import validate_request
+from llmserve.serving.moderator import build_moderator
 
 
 class Predictor(BaseRunner):
     def setup(self) -> None:
-        from llmserve.loader import load_answerer  # torch is imported here, not at schema time
+        from llmserve.serving.loader import load_answerer  # torch is imported here, not at schema time
 
         logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
         settings = Settings.from_env()

@@ -24,7 +24,7 @@ DEVICES = ("auto", "cpu", "cuda")
 ENGINES = ("auto", "fast", "transformers")
 COMPILE_MODES = ("auto", "on", "off", "cudagraphs")
 MODERATION_MODES = ("off", "input", "output", "both")
-DEFAULT_MODERATION_RULES = PROJECT_ROOT / "llmserve" / "data" / "moderation_rules.yaml"
+DEFAULT_MODERATION_RULES = PROJECT_ROOT / "llmserve" / "moderation" / "rules.yaml"
 
 
 @dataclass(frozen=True)
@@ -33,7 +33,7 @@ class Settings:
     model_id: str = DEFAULT_MODEL_ID
     # Commit, tag or branch on the hub; pinned for the default model, "main" for others.
     model_revision: str = DEFAULT_MODEL_REVISION
-    # "auto" = bfloat16 on CUDA and on CPU (measured fastest there, see README); or force one.
+    # "auto" = bfloat16 on CUDA and on CPU (measured fastest there: docs/benchmarks.md); or force one.
     dtype: str = "auto"
     # "auto" = CUDA when available, else CPU.
     device: str = "auto"
@@ -52,7 +52,7 @@ class Settings:
     # Where compiled code is kept between setups (inductor's cache); inside WEIGHTS_DIR so `cog build` bakes in
     # what a setup on the target GPU compiled. Defaults to TORCHINDUCTOR_CACHE_DIR when only that is set.
     compile_cache: Path = PROJECT_ROOT / "weights" / "torch-compile"
-    # What the moderation stage checks (llmserve.moderation): the question, the answer as it streams, or both.
+    # What the moderation stage checks (llmserve/moderation): the question, the answer as it streams, or both.
     moderation: str = "both"
     # Per-category patterns in Spanish and English; point it at your own file to extend or replace them.
     moderation_rules: Path = DEFAULT_MODERATION_RULES
@@ -109,14 +109,13 @@ class Settings:
 
 
 def keep_compiled_code_in(directory: Path) -> Path:
-    """Point inductor's caches (FX graphs, AOT autograd, Triton kernels) at `directory`: COMPILE_CACHE_DIR.
+    """Point inductor's caches (FX graphs, AOT autograd, Triton kernels) at `directory`, process-wide.
 
-    inductor reads TORCHINDUCTOR_CACHE_DIR whenever it compiles, and sets it to a temporary directory the first
-    time it finds it unset (loading a model with transformers does that), so this overwrites it, process-wide.
-    A cache written for another GPU, torch or model simply misses: inductor keys every entry on them.
-    inductor writes the code it compiles there, so a directory that cannot be written (a read-only image)
-    gives way to a temporary one; returns the directory in use.
+    Returns the directory in use: a temporary one when `directory` cannot be written (a read-only image).
     """
+    # inductor reads TORCHINDUCTOR_CACHE_DIR whenever it compiles, and sets it to a temporary directory the first
+    # time it finds it unset (loading a model with transformers does that), so this overwrites it. A cache
+    # written for another GPU, torch or model simply misses: inductor keys every entry on them.
     directory = directory.expanduser().resolve()
     try:
         directory.mkdir(parents=True, exist_ok=True)

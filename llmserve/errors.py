@@ -1,4 +1,4 @@
-"""Errors with a stable code that say what is wrong, the limit, and how to fix it."""
+"""Errors with a stable code that say what is wrong, the limit, and how to fix it; the serving codes."""
 
 from __future__ import annotations
 
@@ -22,28 +22,16 @@ class ErrorCode(StrEnum):
     WeightsNotFound = "E2002"
     ModelLoadFailed = "E2003"
     WarmupFailed = "E2004"
-    # scripts/evaluate: its dataset, target and judge, checked before the first question.
-    BadDataset = "E3001"
-    BadEvalTarget = "E3002"
-    BadJudge = "E3003"
-    # scripts/push and scripts/deploy: tools, logins and names, checked before anything is sent.
-    ToolMissing = "E4001"
-    NotLoggedIn = "E4002"
-    BadModelRef = "E4003"
-    MissingApiToken = "E4004"
-    BadDeployment = "E4005"
     # Moderation of the answer: raised while streaming, once the output filter has stopped it.
     OutputBlocked = "E5001"
-    # scripts/loadtest: its target and options, checked before the first request, and the server it loads.
-    BadLoadTarget = "E6001"
-    BadLoadOption = "E6002"
-    ServerNotReady = "E6003"
+    # The tools keep their own codes beside them: E3xxx in tools/evaluate, E4xxx in tools/replicate,
+    # E6xxx in tools/loadtest.
 
 
 class LLMServeError(Exception):
-    """Base error: `str(err)` reads `E1006 OutOfRange: <field>: <problem> <fix>`."""
+    """Base error: `str(err)` reads `E1006 OutOfRange: <field>: <problem> <fix>`; `code` is any code enum."""
 
-    def __init__(self, code: ErrorCode, field: str, problem: str, fix: str) -> None:
+    def __init__(self, code: StrEnum, field: str, problem: str, fix: str) -> None:
         self.code = code
         self.field = field
         self.problem = problem
@@ -59,17 +47,5 @@ class SetupError(LLMServeError, RuntimeError):
     """The model cannot be configured, found or loaded; the server fails setup."""
 
 
-class EvalError(LLMServeError, RuntimeError):
-    """scripts/evaluate cannot start: a bad dataset, target or judge."""
-
-
-class PublishError(LLMServeError, RuntimeError):
-    """scripts/push or scripts/deploy cannot go ahead: a missing tool, login or token, or a bad argument."""
-
-
 class ModerationError(LLMServeError, RuntimeError):
     """The answer was stopped mid-stream by the moderation policy; nothing that triggered it was emitted."""
-
-
-class LoadTestError(LLMServeError, ValueError):
-    """scripts/loadtest cannot start: a bad target or option, or a server that is not ready."""

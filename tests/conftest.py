@@ -1,13 +1,13 @@
-"""Shared fixtures: no downloads, no leaking environment, one tiny model per session."""
+"""Shared fixtures: no downloads, no leaking environment, tiny models once per session, engines closed after use."""
 
 from __future__ import annotations
 
 import os
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
-
-ROOT = Path(__file__).resolve().parent.parent
 
 # Every variable llmserve.config reads; tests set what they need through monkeypatch.
 CONFIG_VARS = (
@@ -53,7 +53,7 @@ def tiny_chat_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     import torch
     from transformers import LlamaConfig, LlamaForCausalLM
 
-    from llmserve.tiny import build_tokenizer
+    from llmserve.tools.tiny import build_tokenizer
 
     tokenizer = build_tokenizer()
     tokenizer.chat_template = (
@@ -82,6 +82,48 @@ def tiny_chat_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="session")
 def tiny_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A tiny random Falcon-RW model and tokenizer, as scripts/make_tiny_model writes it."""
-    from llmserve.tiny import make_tiny_model
+    from llmserve.tools.tiny import make_tiny_model
 
     return make_tiny_model(tmp_path_factory.mktemp("tiny-falcon"))
+
+
+@pytest.fixture
+def closing() -> Iterator[Callable[[Any], Any]]:
+    """Register what a test opens (an Engine, an Answerer): `closing(x)` returns x, and closes it after the test."""
+    opened: list[Any] = []
+    yield lambda thing: opened.append(thing) or thing
+    for thing in reversed(opened):
+        thing.close()
+
+
+@pytest.fixture
+def make_engine(closing):
+    """Engine.load(path, **options), on the CPU in float32 unless told otherwise; closed after the test."""
+    import torch
+
+    from llmserve.engine.model import Engine
+
+    def make(path: Path, **options):
+        options.setdefault("device", torch.device("cpu"))
+        options.setdefault("dtype", torch.float32)
+        return closing(Engine.load(path, **options))
+
+    return make
+
+
+@pytest.fixture
+def make_predictor(closing, monkeypatch):
+    """predict.Predictor set up under these environment variables; its engine and moderator closed after the test."""
+    from predict import Predictor
+
+    def make(**env: str) -> Predictor:
+        for name, value in env.items():
+            monkeypatch.setenv(name, value)
+        predictor = Predictor()
+        predictor.setup()
+        closing(predictor.answerer)
+        if predictor.moderator is not None:
+            closing(predictor.moderator)
+        return predictor
+
+    return make

@@ -7,54 +7,12 @@ import threading
 import pytest
 import torch
 
-from llmserve.engine import Engine, TransformersSlots, _decode_step_mode
+from llmserve.engine.falcon import FalconRWStatic
+from llmserve.engine.generic import TransformersSlots
+from llmserve.engine.model import Engine, decode_step_mode
+from llmserve.engine.scheduler import bucket
 from llmserve.errors import SetupError
-from llmserve.falcon import FalconRWStatic
-from llmserve.scheduler import Event, bucket
-from tests.engine.test_engine import params, reference_greedy
-
-
-class Recorder:
-    """A scheduler sink that the test can wait on."""
-
-    def __init__(self) -> None:
-        self.tokens: list[int] = []
-        self.outcome: BaseException | None = None
-        self.done = False
-        self._changed = threading.Condition()
-
-    def __call__(self, event: Event) -> None:
-        with self._changed:
-            if event is None or isinstance(event, BaseException):
-                self.done, self.outcome = True, event
-            else:
-                self.tokens.append(event)
-            self._changed.notify_all()
-
-    def wait(self, predicate, timeout: float = 120) -> None:
-        with self._changed:
-            assert self._changed.wait_for(lambda: predicate(self), timeout), "timed out"
-
-
-def has_tokens(n: int):
-    return lambda r: len(r.tokens) >= n or r.done
-
-
-def finished(r: Recorder) -> bool:
-    return r.done
-
-
-def joining(engine: Engine, requests: list[tuple[list[int], int]]) -> list[list[int]]:
-    """Greedy (prompt, new tokens) requests, each submitted once the one before has 3 tokens: each joins a
-    batch already under way. Returns every request's tokens."""
-    recorders = [Recorder() for _ in requests]
-    for (prompt, n), recorder in zip(requests, recorders, strict=True):
-        engine.scheduler.submit(prompt, params(max_new_tokens=n, min_new_tokens=n), recorder)
-        recorder.wait(has_tokens(3))
-    for r in recorders:
-        r.wait(finished)
-        assert r.outcome is None
-    return [r.tokens for r in recorders]
+from tests.helpers.engine import Recorder, finished, has_tokens, params, reference_greedy
 
 
 @pytest.fixture(scope="module", params=["falcon", "llama"])
@@ -65,25 +23,21 @@ def model(request, tiny_model_dir, tiny_chat_model_dir):
     engine.close()
 
 
-def test_each_architecture_gets_its_path(tiny_model_dir, tiny_chat_model_dir):
+def test_each_architecture_gets_its_path(tiny_model_dir, tiny_chat_model_dir, make_engine):
     cpu = torch.device("cpu")
-    fast = Engine.load(tiny_model_dir, device=cpu, dtype=torch.float32, slots=2)
-    generic = Engine.load(tiny_model_dir, device=cpu, dtype=torch.float32, kind="transformers")
-    llama = Engine.load(tiny_chat_model_dir, device=cpu, dtype=torch.float32)
-    try:
-        assert isinstance(fast.backend, FalconRWStatic) and fast.backend.slots == 2
-        assert isinstance(generic.backend, TransformersSlots)
-        assert isinstance(llama.backend, TransformersSlots)
-    finally:
-        for engine in (fast, generic, llama):
-            engine.close()
+    fast = make_engine(tiny_model_dir, slots=2)
+    generic = make_engine(tiny_model_dir, kind="transformers")
+    llama = make_engine(tiny_chat_model_dir)
+    assert isinstance(fast.backend, FalconRWStatic) and fast.backend.slots == 2
+    assert isinstance(generic.backend, TransformersSlots)
+    assert isinstance(llama.backend, TransformersSlots)
     with pytest.raises(SetupError) as info:
         Engine.load(tiny_chat_model_dir, device=cpu, dtype=torch.float32, kind="fast")
     assert info.value.field == "ENGINE" and "ENGINE=transformers" in str(info.value)
 
 
-def test_compile_on_a_model_without_the_fast_path_says_it_runs_uncompiled(tiny_chat_model_dir, caplog):
-    engine = Engine.load(tiny_chat_model_dir, device=torch.device("cpu"), dtype=torch.float32, compile="on")
+def test_compile_on_a_model_without_the_fast_path_says_it_runs_uncompiled(tiny_chat_model_dir, caplog, make_engine):
+    engine = make_engine(tiny_chat_model_dir, compile="on")
     engine.close()
     assert isinstance(engine.backend, TransformersSlots)
     assert "COMPILE=on applies to the fast Falcon-RW path only" in caplog.text
@@ -107,7 +61,7 @@ def test_cuda_graphs_without_a_gpu_is_a_setup_error_naming_compile(tiny_model_di
     ],
 )
 def test_compile_picks_the_decode_step(compile, device, step):
-    assert _decode_step_mode(compile, torch.device(device)) == step
+    assert decode_step_mode(compile, torch.device(device)) == step
 
 
 def test_requests_joining_at_different_steps_get_their_solo_greedy_tokens(model):
@@ -146,37 +100,31 @@ def test_more_requests_than_slots_wait_for_a_free_slot(model):
     assert engine.scheduler.active() == 0
 
 
-def test_a_cancelled_request_frees_its_slot_at_once(tiny_model_dir):
-    engine = Engine.load(tiny_model_dir, device=torch.device("cpu"), dtype=torch.float32, slots=1)
-    try:
-        long, other = Recorder(), Recorder()
-        job = engine.scheduler.submit(engine.encode("Hola"), params(max_new_tokens=200, min_new_tokens=200), long)
-        long.wait(has_tokens(2))
-        engine.scheduler.cancel(job)
-        long.wait(finished)
-        stopped_at = len(long.tokens)
-        # With one slot, this request can only run once the cancelled one has left it.
-        engine.scheduler.submit(engine.encode("Adiós"), params(max_new_tokens=5, min_new_tokens=5), other)
-        other.wait(finished)
-        assert len(other.tokens) == 5 and other.outcome is None
-        assert stopped_at < 200 and len(long.tokens) == stopped_at and long.outcome is None
-        assert engine.scheduler.active() == 0
-    finally:
-        engine.close()
+def test_a_cancelled_request_frees_its_slot_at_once(tiny_model_dir, make_engine):
+    engine = make_engine(tiny_model_dir, slots=1)
+    long, other = Recorder(), Recorder()
+    job = engine.scheduler.submit(engine.encode("Hola"), params(max_new_tokens=200, min_new_tokens=200), long)
+    long.wait(has_tokens(2))
+    engine.scheduler.cancel(job)
+    long.wait(finished)
+    stopped_at = len(long.tokens)
+    # With one slot, this request can only run once the cancelled one has left it.
+    engine.scheduler.submit(engine.encode("Adiós"), params(max_new_tokens=5, min_new_tokens=5), other)
+    other.wait(finished)
+    assert len(other.tokens) == 5 and other.outcome is None
+    assert stopped_at < 200 and len(long.tokens) == stopped_at and long.outcome is None
+    assert engine.scheduler.active() == 0
 
 
-def test_closing_a_generate_iterator_cancels_its_request(tiny_model_dir):
-    engine = Engine.load(tiny_model_dir, device=torch.device("cpu"), dtype=torch.float32, slots=1)
-    try:
-        tokens = engine.generate(engine.encode("Hola"), params(max_new_tokens=200, min_new_tokens=200))
-        assert len([next(tokens) for _ in range(3)]) == 3
-        tokens.close()
-        after = Recorder()
-        engine.scheduler.submit(engine.encode("Hola"), params(max_new_tokens=3, min_new_tokens=3), after)
-        after.wait(finished)
-        assert len(after.tokens) == 3
-    finally:
-        engine.close()
+def test_closing_a_generate_iterator_cancels_its_request(tiny_model_dir, make_engine):
+    engine = make_engine(tiny_model_dir, slots=1)
+    tokens = engine.generate(engine.encode("Hola"), params(max_new_tokens=200, min_new_tokens=200))
+    assert len([next(tokens) for _ in range(3)]) == 3
+    tokens.close()
+    after = Recorder()
+    engine.scheduler.submit(engine.encode("Hola"), params(max_new_tokens=3, min_new_tokens=3), after)
+    after.wait(finished)
+    assert len(after.tokens) == 3
 
 
 def test_a_seeded_sample_does_not_depend_on_the_batch(model):
@@ -203,30 +151,24 @@ def test_batch_sizes_are_powers_of_two_up_to_the_slots():
     assert bucket(5, 6) == 6
 
 
-def test_bfloat16_on_cpu_matches_transformers_greedy(tiny_model_dir):
+def test_bfloat16_on_cpu_matches_transformers_greedy(tiny_model_dir, make_engine):
     """The bf16 CPU path (matrix-vector kernels for one row) still picks transformers' greedy tokens."""
     from transformers import AutoModelForCausalLM
 
-    engine = Engine.load(tiny_model_dir, device=torch.device("cpu"), dtype=torch.bfloat16, slots=2)
-    try:
-        assert engine.backend._gemv
-        prompt = engine.encode("Question: What is the capital of France?\nAnswer:")
-        model = AutoModelForCausalLM.from_pretrained(tiny_model_dir, dtype=torch.bfloat16).eval()
-        with torch.inference_mode():
-            out = model.generate(torch.tensor([prompt]), max_new_tokens=16, min_new_tokens=16, do_sample=False)
-        assert (
-            list(engine.generate(prompt, params(max_new_tokens=16, min_new_tokens=16)))
-            == out[0, len(prompt) :].tolist()
-        )
-    finally:
-        engine.close()
+    engine = make_engine(tiny_model_dir, dtype=torch.bfloat16, slots=2)
+    assert engine.backend._gemv
+    prompt = engine.encode("Question: What is the capital of France?\nAnswer:")
+    model = AutoModelForCausalLM.from_pretrained(tiny_model_dir, dtype=torch.bfloat16).eval()
+    with torch.inference_mode():
+        out = model.generate(torch.tensor([prompt]), max_new_tokens=16, min_new_tokens=16, do_sample=False)
+    assert list(engine.generate(prompt, params(max_new_tokens=16, min_new_tokens=16))) == out[0, len(prompt) :].tolist()
 
 
-def test_the_pipelined_loop_gives_the_same_tokens_and_frees_slots(tiny_model_dir):
+def test_the_pipelined_loop_gives_the_same_tokens_and_frees_slots(tiny_model_dir, make_engine):
     """The CUDA loop (hand out step n after launching step n+1), run on the CPU: late finishes, slot reuse."""
-    from llmserve.scheduler import Scheduler
+    from llmserve.engine.scheduler import Scheduler
 
-    engine = Engine.load(tiny_model_dir, device=torch.device("cpu"), dtype=torch.float32, slots=2)
+    engine = make_engine(tiny_model_dir, slots=2)
     engine.scheduler.close()
     scheduler = Scheduler(engine.backend, eos_token_ids=engine.eos_token_ids, pipelined=True)
     try:
@@ -250,68 +192,62 @@ def test_the_pipelined_loop_gives_the_same_tokens_and_frees_slots(tiny_model_dir
         scheduler.close()
 
 
-def test_a_failing_step_ends_the_running_requests_and_the_engine_goes_on(tiny_model_dir, monkeypatch):
-    engine = Engine.load(tiny_model_dir, device=torch.device("cpu"), dtype=torch.float32, slots=2)
-    try:
-        decode = engine.backend.decode
-        calls = {"n": 0}
+def test_a_failing_step_ends_the_running_requests_and_the_engine_goes_on(tiny_model_dir, monkeypatch, make_engine):
+    engine = make_engine(tiny_model_dir, slots=2)
+    decode = engine.backend.decode
+    calls = {"n": 0}
 
-        def fails_once(tokens, rows):
-            calls["n"] += 1
-            if calls["n"] == 3:
-                raise RuntimeError("CUDA error: an illegal memory access was encountered")
-            return decode(tokens, rows)
+    def fails_once(tokens, rows):
+        calls["n"] += 1
+        if calls["n"] == 3:
+            raise RuntimeError("CUDA error: an illegal memory access was encountered")
+        return decode(tokens, rows)
 
-        monkeypatch.setattr(engine.backend, "decode", fails_once)
-        hit = Recorder()
-        engine.scheduler.submit(engine.encode("Hola"), params(max_new_tokens=20, min_new_tokens=20), hit)
-        hit.wait(finished)
-        assert isinstance(hit.outcome, RuntimeError) and "illegal memory access" in str(hit.outcome)
-        after = Recorder()
-        engine.scheduler.submit(engine.encode("Hola"), params(max_new_tokens=5, min_new_tokens=5), after)
-        after.wait(finished)
-        assert after.outcome is None and len(after.tokens) == 5 and engine.scheduler.active() == 0
-    finally:
-        engine.close()
+    monkeypatch.setattr(engine.backend, "decode", fails_once)
+    hit = Recorder()
+    engine.scheduler.submit(engine.encode("Hola"), params(max_new_tokens=20, min_new_tokens=20), hit)
+    hit.wait(finished)
+    assert isinstance(hit.outcome, RuntimeError) and "illegal memory access" in str(hit.outcome)
+    after = Recorder()
+    engine.scheduler.submit(engine.encode("Hola"), params(max_new_tokens=5, min_new_tokens=5), after)
+    after.wait(finished)
+    assert after.outcome is None and len(after.tokens) == 5 and engine.scheduler.active() == 0
 
 
-def test_the_backend_does_all_its_work_on_the_decode_thread(tiny_model_dir, monkeypatch):
+def test_the_backend_does_all_its_work_on_the_decode_thread(tiny_model_dir, monkeypatch, make_engine):
     """Warm-up included: torch.compile's CUDA graphs belong to the thread that recorded them (pytorch#123177)."""
-    engine = Engine.load(tiny_model_dir, device=torch.device("cpu"), dtype=torch.float32, slots=2)
+    engine = make_engine(tiny_model_dir, slots=2)
     threads: dict[str, set[str]] = {}
-    try:
-        for name in ("warm_up", "prefill", "decode", "release"):
-            method = getattr(engine.backend, name)
+    for name in ("warm_up", "prefill", "decode", "release"):
+        method = getattr(engine.backend, name)
 
-            def on_thread(*args, _name=name, _method=method):
-                threads.setdefault(_name, set()).add(threading.current_thread().name)
-                return _method(*args)
+        def on_thread(*args, _name=name, _method=method):
+            threads.setdefault(_name, set()).add(threading.current_thread().name)
+            return _method(*args)
 
-            monkeypatch.setattr(engine.backend, name, on_thread)
-        engine.warm_up()
-        assert list(engine.generate(engine.encode("Hola"), params(max_new_tokens=3, min_new_tokens=3)))
-        assert threads == dict.fromkeys(("warm_up", "prefill", "decode", "release"), {"llmserve-decode"})
-    finally:
-        engine.close()
+        monkeypatch.setattr(engine.backend, name, on_thread)
+    engine.warm_up()
+    assert list(engine.generate(engine.encode("Hola"), params(max_new_tokens=3, min_new_tokens=3)))
+    assert threads == dict.fromkeys(("warm_up", "prefill", "decode", "release"), {"llmserve-decode"})
 
 
-def test_warm_up_waits_for_running_requests_in_the_pipelined_loop(tiny_model_dir, monkeypatch):
+def test_warm_up_waits_for_running_requests_in_the_pipelined_loop(tiny_model_dir, monkeypatch, make_engine):
     """A warm-up runs only when no request holds a slot: requests already running finish first, uninterrupted.
 
     The pipelined (CUDA) loop, run on the CPU, still has the running requests' last step in flight when they end.
     """
-    from llmserve.scheduler import Scheduler
+    from llmserve.engine.scheduler import Scheduler
 
-    engine = Engine.load(tiny_model_dir, device=torch.device("cpu"), dtype=torch.float32, slots=2)
+    engine = make_engine(tiny_model_dir, slots=2)
     engine.scheduler.close()
     scheduler = Scheduler(engine.backend, eos_token_ids=engine.eos_token_ids, pipelined=True)
     running = Recorder()
     seen: list[tuple[int, bool]] = []  # (requests holding a slot, whether the running one has ended) at warm-up
     warm_up = engine.backend.warm_up
 
-    def noting_warm_up():
+    def noting_warm_up(batch_sizes):
         seen.append((scheduler.active(), running.done))
-        warm_up()
+        warm_up(batch_sizes)
 
     monkeypatch.setattr(engine.backend, "warm_up", noting_warm_up)
     try:
@@ -329,32 +265,30 @@ def test_warm_up_waits_for_running_requests_in_the_pipelined_loop(tiny_model_dir
         scheduler.close()
 
 
-def test_a_warm_up_failure_reaches_the_caller_and_the_engine_goes_on(tiny_model_dir, monkeypatch):
-    engine = Engine.load(tiny_model_dir, device=torch.device("cpu"), dtype=torch.float32, slots=2)
-    try:
+def test_a_warm_up_failure_reaches_the_caller_and_the_engine_goes_on(tiny_model_dir, monkeypatch, make_engine):
+    engine = make_engine(tiny_model_dir, slots=2)
 
-        def broken():
-            raise RuntimeError("CUDA error: out of memory")
+    def broken(batch_sizes):
+        raise RuntimeError("CUDA error: out of memory")
 
-        monkeypatch.setattr(engine.backend, "warm_up", broken)
-        with pytest.raises(RuntimeError, match="out of memory"):
+    monkeypatch.setattr(engine.backend, "warm_up", broken)
+    with pytest.raises(RuntimeError, match="out of memory"):
+        engine.warm_up()
+    assert len(list(engine.generate(engine.encode("Hola"), params(max_new_tokens=4, min_new_tokens=4)))) == 4
+    # From the decode thread itself (a sink), warm_up() would wait for itself.
+    errors: list[BaseException] = []
+
+    def sink(event):
+        try:
             engine.warm_up()
-        assert len(list(engine.generate(engine.encode("Hola"), params(max_new_tokens=4, min_new_tokens=4)))) == 4
-        # From the decode thread itself (a sink), warm_up() would wait for itself.
-        errors: list[BaseException] = []
+        except RuntimeError as e:
+            errors.append(e)
 
-        def sink(event):
-            try:
-                engine.warm_up()
-            except RuntimeError as e:
-                errors.append(e)
-
-        done = Recorder()
-        engine.scheduler.submit(engine.encode("Hola"), params(max_new_tokens=1, min_new_tokens=1), sink)
-        engine.scheduler.submit(engine.encode("Hola"), params(max_new_tokens=1, min_new_tokens=1), done)
-        done.wait(finished)
-        assert errors and all("cannot be called from it" in str(e) for e in errors)
-    finally:
-        engine.close()
+    done = Recorder()
+    engine.scheduler.submit(engine.encode("Hola"), params(max_new_tokens=1, min_new_tokens=1), sink)
+    engine.scheduler.submit(engine.encode("Hola"), params(max_new_tokens=1, min_new_tokens=1), done)
+    done.wait(finished)
+    assert errors and all("cannot be called from it" in str(e) for e in errors)
+    engine.close()
     with pytest.raises(RuntimeError, match="closed"):
         engine.warm_up()

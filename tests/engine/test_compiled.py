@@ -16,11 +16,9 @@ import pytest
 import torch
 from torch._dynamo.utils import counters
 
-from llmserve.engine import Engine
-from llmserve.tiny import make_tiny_model
-from tests.conftest import ROOT
-from tests.engine.test_batching import joining
-from tests.engine.test_engine import reference_greedy
+from llmserve.tools.tiny import make_tiny_model
+from tests.helpers import ROOT
+from tests.helpers.engine import joining, reference_greedy
 
 CONTEXT = 512  # four spans: 128, 256, 384, 512
 # (prompt length, new tokens): the first crosses from the 128 span to 256 while the others run.
@@ -45,36 +43,25 @@ def requests() -> list[tuple[list[int], int]]:
     return [(prompt(i, length), n) for i, (length, n) in enumerate(REQUESTS)]
 
 
-def test_spans_are_few_and_cover_every_length(model_dir):
-    engine = Engine.load(model_dir, device=torch.device("cpu"), dtype=torch.float32, slots=2, compile="on")
-    try:
-        backend = engine.backend
-        assert backend.spans() == [128, 256, 384, 512]
-        for longest in range(1, CONTEXT + 1):
-            assert longest <= backend.span(longest) in backend.spans()
-    finally:
-        engine.close()
+def test_spans_are_few_and_cover_every_length(model_dir, make_engine):
+    engine = make_engine(model_dir, slots=2, compile="on")
+    backend = engine.backend
+    assert backend.spans() == [128, 256, 384, 512]
+    for longest in range(1, CONTEXT + 1):
+        assert longest <= backend.span(longest) in backend.spans()
 
 
-def test_compiled_step_gives_transformers_greedy_tokens_and_compiles_nothing_after_warm_up(model_dir, compile_cache):
+def test_compiled_step_gives_transformers_greedy_tokens_and_compiles_nothing_after_warm_up(
+    model_dir, compile_cache, make_engine
+):
     expected = [reference_greedy(model_dir, prompt(i, length), n) for i, (length, n) in enumerate(REQUESTS)]
-    engine = Engine.load(
-        model_dir,
-        device=torch.device("cpu"),
-        dtype=torch.float32,
-        slots=4,
-        compile="on",
-        compile_cache=compile_cache,
-    )
-    try:
-        assert engine.backend.compiled
-        engine.warm_up()
-        graphs = counters["stats"]["unique_graphs"]
-        assert joining(engine, requests()) == expected
-        # Every (batch size, span) was traced at warm-up: serving never waits for the compiler.
-        assert counters["stats"]["unique_graphs"] == graphs
-    finally:
-        engine.close()
+    engine = make_engine(model_dir, slots=4, compile="on", compile_cache=compile_cache)
+    assert engine.backend.compiled
+    engine.warm_up()
+    graphs = counters["stats"]["unique_graphs"]
+    assert joining(engine, requests()) == expected
+    # Every (batch size, span) was traced at warm-up: serving never waits for the compiler.
+    assert counters["stats"]["unique_graphs"] == graphs
     assert any(compile_cache.rglob("*")), "the compile cache directory stayed empty"
 
 
@@ -83,7 +70,7 @@ import json, sys
 from pathlib import Path
 from torch._dynamo.utils import counters
 from llmserve.config import Settings
-from llmserve.engine import Engine
+from llmserve.engine.model import Engine
 settings = Settings.from_env()
 engine = Engine.from_settings(settings, Path(settings.model_id))
 engine.warm_up()
@@ -114,7 +101,7 @@ def test_a_second_setup_reads_the_compiled_code_back(model_dir, compile_cache, m
     assert inductor.get("fxgraph_cache_miss", 0) == 0, inductor
 
 
-def test_the_step_mutates_only_static_inputs_so_cuda_graph_trees_keep_it(model_dir):
+def test_the_step_mutates_only_static_inputs_so_cuda_graph_trees_keep_it(model_dir, make_engine):
     """Inductor skips CUDA graphs for a graph that writes into an input whose address may change ("skipping
     cudagraphs due to mutated inputs"), silently: the step would run, graph-less and slow. The step writes into the
     KV cache and the positions, so those must be static inputs (module buffers), which aot_autograd reports here
@@ -132,39 +119,33 @@ def test_the_step_mutates_only_static_inputs_so_cuda_graph_trees_keep_it(model_d
         )
         return gm
 
-    engine = Engine.load(model_dir, device=torch.device("cpu"), dtype=torch.float32, slots=2, compile="off")
-    try:
-        backend = engine.backend
-        step = torch.compile(
-            backend._decode_step,
-            backend=aot_autograd(fw_compiler=record, keep_inference_input_mutations=True),
-            fullgraph=True,
-            dynamic=True,
-        )
-        with torch.inference_mode():
-            for rows in (1, 2):
-                step(torch.zeros(rows, dtype=torch.int64), rows, 128)
-    finally:
-        engine.close()
+    engine = make_engine(model_dir, slots=2, compile="off")
+    backend = engine.backend
+    step = torch.compile(
+        backend._decode_step,
+        backend=aot_autograd(fw_compiler=record, keep_inference_input_mutations=True),
+        fullgraph=True,
+        dynamic=True,
+    )
+    with torch.inference_mode():
+        for rows in (1, 2):
+            step(torch.zeros(rows, dtype=torch.int64), rows, 128)
     assert len(graphs) == 2  # one row, and many
     for mutated, not_static in graphs:
         assert len(mutated) == 3, mutated  # the positions, the keys and the values
         assert not_static == []
 
 
-def test_the_compiled_step_writes_the_cache_in_place(model_dir):
+def test_the_compiled_step_writes_the_cache_in_place(model_dir, make_engine):
     """A write through a view of the cache compiles into a copy of a whole layer's cache every step (12.9 GB a step
     at 32 slots on the GPU); the step must compile into in-place writes, with no temporary of a layer's size."""
     from torch._inductor.utils import run_and_get_code
 
-    engine = Engine.load(model_dir, device=torch.device("cpu"), dtype=torch.float32, slots=2, compile="off")
-    try:
-        backend = engine.backend
-        step = torch.compile(backend._decode_step, fullgraph=True, dynamic=True)
-        with torch.inference_mode():
-            _, code = run_and_get_code(step, torch.zeros(2, dtype=torch.int64), 2, 128)
-    finally:
-        engine.close()
+    engine = make_engine(model_dir, slots=2, compile="off")
+    backend = engine.backend
+    step = torch.compile(backend._decode_step, fullgraph=True, dynamic=True)
+    with torch.inference_mode():
+        _, code = run_and_get_code(step, torch.zeros(2, dtype=torch.int64), 2, 128)
     layer = backend.slots * backend.num_heads * (backend.max_length + 1) * backend.head_dim
     code = "".join(code)
     shapes = [

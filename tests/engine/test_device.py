@@ -17,10 +17,10 @@ from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils._pytree import tree_leaves
 from transformers import FalconForCausalLM
 
-from llmserve.falcon import FalconRWStatic
-from llmserve.params import SamplingParams
-from llmserve.sampling import SlotSampler
-from llmserve.tiny import falcon_rw_1b_config
+from llmserve.engine.falcon import FalconRWStatic
+from llmserve.engine.sampling import SlotSampler
+from llmserve.request.params import SamplingParams
+from llmserve.tools.tiny import falcon_rw_1b_config
 
 SLOTS = 8
 # Tags of the operators whose output depends on the data (item, nonzero, boolean masks): they wait for the device.

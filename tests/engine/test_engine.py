@@ -2,34 +2,23 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+
 import pytest
 import torch
-from transformers import AutoModelForCausalLM
 
-from llmserve.engine import Engine, pick_device_and_dtype
+from llmserve.engine.device import pick_device_and_dtype
+from llmserve.engine.model import Engine
 from llmserve.errors import ErrorCode, InputError
-from llmserve.params import SamplingParams
-
-
-def params(**overrides) -> SamplingParams:
-    values = dict(
-        max_new_tokens=24, min_new_tokens=0, temperature=0.0, top_p=1.0, top_k=0, repetition_penalty=1.0, seed=0
-    )
-    values.update(overrides)
-    return SamplingParams(**values)
+from llmserve.request.prompts import render_chat
+from tests.helpers.engine import params, reference_greedy
 
 
 @pytest.fixture(scope="module")
-def engine(tiny_model_dir) -> Engine:
-    return Engine.load(tiny_model_dir, device=torch.device("cpu"), dtype=torch.float32)
-
-
-def reference_greedy(model_dir, prompt_ids, n, **kwargs):
-    model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32).eval()
-    ids = torch.tensor([prompt_ids])
-    with torch.inference_mode():
-        out = model.generate(ids, max_new_tokens=n, min_new_tokens=n, do_sample=False, pad_token_id=0, **kwargs)
-    return out[0, len(prompt_ids) :].tolist()
+def engine(tiny_model_dir) -> Iterator[Engine]:
+    engine = Engine.load(tiny_model_dir, device=torch.device("cpu"), dtype=torch.float32)
+    yield engine
+    engine.close()
 
 
 PROMPTS = ["Question: What is the capital of France?\nAnswer:", "¿Qué es el aprendizaje automático?", "Hola"]
@@ -48,13 +37,13 @@ def test_greedy_with_repetition_penalty_equals_transformers(engine, tiny_model_d
     assert ours == reference_greedy(tiny_model_dir, prompt, 20, repetition_penalty=1.3)
 
 
-def test_generic_architecture_matches_transformers(tiny_chat_model_dir):
-    engine = Engine.load(tiny_chat_model_dir, device=torch.device("cpu"), dtype=torch.float32)
+def test_generic_architecture_matches_transformers(tiny_chat_model_dir, make_engine):
+    engine = make_engine(tiny_chat_model_dir)
     prompt = engine.encode(PROMPTS[1])
     ours = list(engine.generate(prompt, params(max_new_tokens=20, min_new_tokens=20)))
     assert ours == reference_greedy(tiny_chat_model_dir, prompt, 20)
     assert engine.has_chat_template and engine.context_length == 512
-    rendered = engine.render_chat([{"role": "user", "content": "Hola"}])
+    rendered = render_chat(engine.apply_chat_template, [{"role": "user", "content": "Hola"}])
     assert rendered == "<|user|>Hola\n<|assistant|>"
 
 
@@ -97,10 +86,10 @@ def test_context_length_and_eos_come_from_the_model(engine, tiny_model_dir):
     assert not engine.has_chat_template
 
 
-def test_eos_from_the_config_is_trusted_only_if_it_is_a_special_token(tiny_model_dir):
-    engine = Engine.load(tiny_model_dir, device=torch.device("cpu"), dtype=torch.float32)
+def test_eos_from_the_config_is_trusted_only_if_it_is_a_special_token(tiny_model_dir, make_engine):
+    engine = make_engine(tiny_model_dir)
     engine.model.generation_config.eos_token_id = [engine.tokenizer.eos_token_id, 2]  # 2 is an ordinary token
-    from llmserve.engine import _eos_token_ids
+    from llmserve.engine.model import _eos_token_ids
 
     assert _eos_token_ids(engine.model, engine.tokenizer) == {engine.tokenizer.eos_token_id}
 
@@ -112,27 +101,29 @@ def test_device_and_dtype_are_picked_in_one_place():
         assert pick_device_and_dtype()[0] == torch.device("cpu")
 
 
-def test_bfloat16_default_runs_on_cpu(tiny_model_dir):
-    engine = Engine.load(tiny_model_dir, device=torch.device("cpu"), dtype=torch.bfloat16)
+def test_bfloat16_default_runs_on_cpu(tiny_model_dir, make_engine):
+    engine = make_engine(tiny_model_dir, dtype=torch.bfloat16)
     assert engine.model.dtype == torch.bfloat16
     assert len(list(engine.generate(engine.encode("Hola"), params(max_new_tokens=4, min_new_tokens=4)))) == 4
 
 
-def test_a_chat_template_that_refuses_the_system_role_gets_it_in_the_first_user_turn(tiny_chat_model_dir):
-    engine = Engine.load(tiny_chat_model_dir, device=torch.device("cpu"), dtype=torch.float32)
+def test_a_chat_template_that_refuses_the_system_role_gets_it_in_the_first_user_turn(tiny_chat_model_dir, make_engine):
+    engine = make_engine(tiny_chat_model_dir)
     engine.tokenizer.chat_template = (
         "{% if messages[0]['role'] == 'system' %}{{ raise_exception('System role not supported') }}{% endif %}"
         "{% for m in messages %}<|{{ m['role'] }}|>{{ m['content'] }}\n{% endfor %}<|assistant|>"
     )
-    rendered = engine.render_chat([{"role": "system", "content": "Sé breve."}, {"role": "user", "content": "Hola"}])
+    rendered = render_chat(
+        engine.apply_chat_template, [{"role": "system", "content": "Sé breve."}, {"role": "user", "content": "Hola"}]
+    )
     assert rendered == "<|user|>Sé breve.\n\nHola\n<|assistant|>"
 
 
-def test_a_chat_template_error_is_an_input_error(tiny_chat_model_dir):
-    engine = Engine.load(tiny_chat_model_dir, device=torch.device("cpu"), dtype=torch.float32)
+def test_a_chat_template_error_is_an_input_error(tiny_chat_model_dir, make_engine):
+    engine = make_engine(tiny_chat_model_dir)
     engine.tokenizer.chat_template = "{{ raise_exception('Conversation roles must alternate') }}"
     with pytest.raises(InputError) as info:
-        engine.render_chat([{"role": "user", "content": "Hola"}])
+        render_chat(engine.apply_chat_template, [{"role": "user", "content": "Hola"}])
     assert info.value.code is ErrorCode.BadMessages and "must alternate" in str(info.value)
 
 
@@ -144,7 +135,7 @@ def test_a_tiny_temperature_decodes_greedily(engine):
 
 def test_cudnn_attention_is_switched_off_for_cuda():
     """cuDNN's sdpa builds a graph per shape with an ALiBi bias: an Engine on CUDA switches it off (process-wide)."""
-    from llmserve.engine import keep_cudnn_out_of_attention
+    from llmserve.engine.device import keep_cudnn_out_of_attention
 
     before = torch.backends.cuda.cudnn_sdp_enabled()
     torch.backends.cuda.enable_cudnn_sdp(True)

@@ -11,11 +11,11 @@ import pytest
 import torch
 from torch._dynamo.utils import counters
 
-from llmserve.engine import Engine
-from llmserve.falcon import FalconRWStatic
-from llmserve.tiny import build_tokenizer, falcon_rw_1b_config
-from tests.engine.test_batching import joining
-from tests.engine.test_engine import params
+from llmserve.engine.falcon import FalconRWStatic
+from llmserve.engine.model import Engine
+from llmserve.engine.scheduler import batch_sizes
+from llmserve.tools.tiny import build_tokenizer, falcon_rw_1b_config
+from tests.helpers.engine import joining, params
 
 pytestmark = [
     pytest.mark.gpu,
@@ -52,20 +52,17 @@ def requests() -> list[tuple[list[int], int]]:
     return list(zip(prompts(3), LENGTHS, strict=True))
 
 
-def test_fast_path_float32_equals_transformers_solo_and_batched(model):
-    engine = Engine(model, build_tokenizer(), slots=4, compile="off")
-    try:
-        assert engine.backend_name == "FalconRWStatic"
-        assert not torch.backends.cuda.cudnn_sdp_enabled()  # it rebuilds per shape with an ALiBi bias
-        expected = [reference(model, p, n) for p, n in zip(prompts(3), LENGTHS, strict=True)]
-        solo = [
-            list(engine.generate(p, params(max_new_tokens=n, min_new_tokens=n)))
-            for p, n in zip(prompts(3), LENGTHS, strict=True)
-        ]
-        assert solo == expected
-        assert joining(engine, requests()) == expected
-    finally:
-        engine.close()
+def test_fast_path_float32_equals_transformers_solo_and_batched(model, closing):
+    engine = closing(Engine(model, build_tokenizer(), slots=4, compile="off"))
+    assert engine.backend_name == "FalconRWStatic"
+    assert not torch.backends.cuda.cudnn_sdp_enabled()  # it rebuilds per shape with an ALiBi bias
+    expected = [reference(model, p, n) for p, n in zip(prompts(3), LENGTHS, strict=True)]
+    solo = [
+        list(engine.generate(p, params(max_new_tokens=n, min_new_tokens=n)))
+        for p, n in zip(prompts(3), LENGTHS, strict=True)
+    ]
+    assert solo == expected
+    assert joining(engine, requests()) == expected
 
 
 @pytest.fixture(scope="module")
@@ -77,34 +74,28 @@ def eager_tokens(model):
         eager.close()
 
 
-def test_compiled_step_matches_the_eager_step(model, eager_tokens):
+def test_compiled_step_matches_the_eager_step(model, eager_tokens, closing):
     """CUDA graphs for every (batch size, span), captured at warm-up, give the eager path's greedy tokens."""
-    compiled = Engine(model, build_tokenizer(), slots=4, compile="on")
-    try:
-        assert compiled.backend.compiled
-        compiled.warm_up()
-        graphs = counters["stats"]["unique_graphs"]
-        assert joining(compiled, requests()) == eager_tokens
-        assert counters["stats"]["unique_graphs"] == graphs, "serving compiled a shape that warm-up missed"
-    finally:
-        compiled.close()
+    compiled = closing(Engine(model, build_tokenizer(), slots=4, compile="on"))
+    assert compiled.backend.compiled
+    compiled.warm_up()
+    graphs = counters["stats"]["unique_graphs"]
+    assert joining(compiled, requests()) == eager_tokens
+    assert counters["stats"]["unique_graphs"] == graphs, "serving compiled a shape that warm-up missed"
 
 
-def test_captured_step_matches_the_eager_step(model, eager_tokens):
+def test_captured_step_matches_the_eager_step(model, eager_tokens, closing):
     """COMPILE=cudagraphs: the uncompiled step in a CUDA graph per (batch size, span), all captured at warm-up."""
-    captured = Engine(model, build_tokenizer(), slots=4, compile="cudagraphs")
-    try:
-        backend = captured.backend
-        assert backend.step == "cudagraphs"
-        # Without warm-up, each shape is captured while serving: a capture must leave the running rows as they were.
-        assert joining(captured, requests()) == eager_tokens
-        captured.warm_up()
-        graphs = len(backend._decode)
-        assert graphs == 3 * len(backend.spans())  # batch sizes 1, 2 and 4
-        assert joining(captured, requests()) == eager_tokens
-        assert len(backend._decode) == graphs, "serving captured a shape that warm-up missed"
-    finally:
-        captured.close()
+    captured = closing(Engine(model, build_tokenizer(), slots=4, compile="cudagraphs"))
+    backend = captured.backend
+    assert backend.step == "cudagraphs"
+    # Without warm-up, each shape is captured while serving: a capture must leave the running rows as they were.
+    assert joining(captured, requests()) == eager_tokens
+    captured.warm_up()
+    graphs = len(backend._decode)
+    assert graphs == 3 * len(backend.spans())  # batch sizes 1, 2 and 4
+    assert joining(captured, requests()) == eager_tokens
+    assert len(backend._decode) == graphs, "serving captured a shape that warm-up missed"
 
 
 def test_captured_step_equals_the_eager_step_in_bf16_at_8_rows(model):
@@ -115,7 +106,7 @@ def test_captured_step_equals_the_eager_step_in_bf16_at_8_rows(model):
     bf16 = copy.deepcopy(model).to(torch.bfloat16)
     eager = FalconRWStatic(bf16, slots=8, max_length=2048, step="eager")
     captured = FalconRWStatic(bf16, slots=8, max_length=2048, step="cudagraphs")
-    captured.warm_up()
+    captured.warm_up(batch_sizes(8))
     for backend in (eager, captured):
         for slot, prompt in enumerate(prompts(8)):  # 110 to 1160 tokens
             backend.prefill(slot, prompt[:200] if slot % 2 else prompt)

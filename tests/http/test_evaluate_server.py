@@ -8,13 +8,13 @@ import logging
 import os
 import subprocess
 
+import httpx
 import pytest
-import requests
 
-from llmserve.scoring import COLUMNS
-from llmserve.targets import AnswerFailed, ServerTarget
-from tests.conftest import ROOT
-from tests.http.conftest import SLOTS
+from llmserve.tools.evaluate.report import COLUMNS
+from llmserve.tools.evaluate.targets import AnswerFailed, ServerTarget
+from tests.helpers import ROOT
+from tests.helpers.server import SLOTS
 
 pytestmark = pytest.mark.http
 
@@ -77,13 +77,17 @@ def test_server_target_waits_for_a_busy_slot(server, caplog):
     server.wait_idle()
     long = {"pregunta": "hola", "temperature": 0, "max_new_tokens": 300, "min_new_tokens": 300}
     for _ in range(SLOTS):
-        started = requests.post(
-            f"{server.url}/predictions", json={"input": long}, headers={"Prefer": "respond-async"}, timeout=30
+        started = httpx.post(
+            f"{server.url}/predictions",
+            json={"input": long},
+            headers={"Prefer": "respond-async"},
+            timeout=30,
+            trust_env=False,
         )
         assert started.status_code == 202
     target = ServerTarget(server.url)
     try:
-        with caplog.at_level(logging.INFO, logger="llmserve.targets"):
+        with caplog.at_level(logging.INFO, logger="llmserve.tools.evaluate.targets"):
             assert target.answer({"pregunta": "¿Capital de Francia?", "temperature": 0.0, "max_new_tokens": 4})
     finally:
         target.close()

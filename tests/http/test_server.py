@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from concurrent.futures import ThreadPoolExecutor
 
+import httpx
 import pytest
-import requests
 
-from tests.http.conftest import SLOTS, sse_events
+from tests.helpers.server import SLOTS, sse_events
 
 pytestmark = pytest.mark.http
 
@@ -44,7 +44,7 @@ def test_sse_streams_several_output_events_then_completes(server):
 
 
 def test_openapi_json_lists_inputs_types_and_ranges(server):
-    schema = requests.get(f"{server.url}/openapi.json", timeout=10).json()
+    schema = httpx.get(f"{server.url}/openapi.json", timeout=10, trust_env=False).json()
     props = schema["components"]["schemas"]["Input"]["properties"]
     assert schema["components"]["schemas"]["Input"]["required"] == ["pregunta"]
     assert props["pregunta"]["type"] == "string"
@@ -122,7 +122,9 @@ def test_slots_are_enforced_and_cancel_frees_one(server):
         # COG_MAX_CONCURRENCY=2: both slots are busy, and Cog does not queue.
         busy = server.predict(wait_idle=False, **GREEDY)
         assert busy.status_code == 409 and "capacity" in busy.text.lower()
-        assert requests.post(f"{server.url}/predictions/cancel-me-1/cancel", timeout=10).status_code == 200
+        assert (
+            httpx.post(f"{server.url}/predictions/cancel-me-1/cancel", timeout=10, trust_env=False).status_code == 200
+        )
         last = [data for name, data in streams[0] if name == "completed"]
         assert last and last[-1]["status"] == "canceled"
         # coglet 0.23.1 keeps iterating a cancelled async prediction's generator (README, "Concurrency"), so
@@ -138,6 +140,9 @@ def test_concurrent_predictions_get_the_answers_they_get_alone(server):
     server.wait_idle()
     with ThreadPoolExecutor(max_workers=SLOTS) as pool:
         together = list(
-            pool.map(lambda q: server.predict(wait_idle=False, **{**GREEDY, "pregunta": q}), questions[:SLOTS])
+            pool.map(
+                lambda q: server.predict(wait_idle=False, retry_busy=True, **{**GREEDY, "pregunta": q}),
+                questions[:SLOTS],
+            )
         )
     assert ["".join(r.json()["output"]) for r in together] == ["".join(a) for a in alone[:SLOTS]]

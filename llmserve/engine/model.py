@@ -1,0 +1,215 @@
+"""The Engine: a causal LM and its tokenizer loaded on their device, decoding many requests through the scheduler."""
+
+from __future__ import annotations
+
+import logging
+import queue
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+
+import torch
+from transformers import AutoModelForCausalLM, AutoTokenizer
+
+from ..config import Settings, keep_compiled_code_in
+from ..errors import ErrorCode, SetupError
+from ..request.params import SamplingParams
+from . import falcon
+from .device import keep_cudnn_out_of_attention, pick_device_and_dtype
+from .generic import TransformersSlots
+from .scheduler import Backend, Event, Scheduler
+
+logger = logging.getLogger(__name__)
+
+# Where configs keep the trained context length, in order of preference.
+_CONTEXT_KEYS = ("max_position_embeddings", "n_positions", "max_seq_len", "seq_length", "n_ctx")
+_FALLBACK_CONTEXT = 2048
+
+
+def pick_backend(
+    model, *, kind: str, slots: int, max_length: int, compile: str, compile_cache: Path | None = None
+) -> Backend:
+    """The fast Falcon-RW path when the model has that layout (ENGINE=auto|fast), else transformers' own.
+
+    A compiled step keeps what it compiled in `compile_cache`, so the next setup reads it back.
+    """
+    if kind == "fast" and not falcon.supports(model.config):
+        raise SetupError(
+            ErrorCode.BadConfig,
+            "ENGINE",
+            f"is 'fast', but the fast path only runs Falcon-RW (ALiBi) models, not {model.config.model_type!r}.",
+            "Unset ENGINE (auto picks the path) or set ENGINE=transformers.",
+        )
+    device = next(model.parameters()).device
+    if compile == "cudagraphs" and device.type != "cuda":
+        raise SetupError(
+            ErrorCode.BadConfig,
+            "COMPILE",
+            f"is 'cudagraphs', but the model is on the {device.type.upper()}: CUDA graphs need a CUDA GPU.",
+            "Unset COMPILE (auto), or set COMPILE=on to compile the step for this device, or COMPILE=off.",
+        )
+    if kind != "transformers" and falcon.supports(model.config):
+        step = decode_step_mode(compile, device)
+        if step == "compiled" and compile_cache is not None:
+            logger.info("the compiled decode step is cached in %s", keep_compiled_code_in(compile_cache))
+        return falcon.FalconRWStatic(model, slots=slots, max_length=max_length, step=step)
+    if compile in ("on", "cudagraphs"):
+        logger.warning("COMPILE=%s applies to the fast Falcon-RW path only; this model runs uncompiled", compile)
+    return TransformersSlots(model, slots=slots)
+
+
+def decode_step_mode(compile: str, device: torch.device) -> str:
+    """COMPILE -> falcon.STEPS. auto: CUDA graphs of the uncompiled step on CUDA, eager elsewhere."""
+    # auto does not compile: tracing the full-size step takes longer than setup() may (docs/benchmarks.md), a
+    # compile cache does not skip tracing, and compiling did not pay on CPU. COMPILE=on stays, to measure on a GPU.
+    if compile == "cudagraphs" or (compile == "auto" and device.type == "cuda"):
+        return "cudagraphs"
+    if compile == "on":
+        return "compiled"
+    return "eager"
+
+
+class Engine:
+    """A causal LM and its tokenizer, decoding many requests at once through a slot scheduler."""
+
+    def __init__(
+        self,
+        model,
+        tokenizer,
+        *,
+        slots: int = 1,
+        kind: str = "auto",
+        compile: str = "auto",
+        compile_cache: Path | None = None,
+        eos_token_ids: frozenset[int] | None = None,
+    ) -> None:
+        """`eos_token_ids` overrides the model's (benchmarks on random weights pass none, to force the length)."""
+        param = next(model.parameters())
+        self.model = model
+        self.tokenizer = tokenizer
+        self.device = param.device
+        self.dtype = param.dtype
+        if self.device.type == "cuda":
+            keep_cudnn_out_of_attention()
+        self.context_length = _context_length(model.config, tokenizer)
+        self.eos_token_ids = _eos_token_ids(model, tokenizer) if eos_token_ids is None else eos_token_ids
+        self.backend = pick_backend(
+            model,
+            kind=kind,
+            slots=slots,
+            max_length=self.context_length,
+            compile=compile,
+            compile_cache=compile_cache,
+        )
+        self.scheduler = Scheduler(self.backend, eos_token_ids=self.eos_token_ids)
+
+    @classmethod
+    def load(
+        cls,
+        path: Path,
+        *,
+        device: torch.device,
+        dtype: torch.dtype,
+        slots: int = 1,
+        kind: str = "auto",
+        compile: str = "auto",
+        compile_cache: Path | None = None,
+    ) -> Engine:
+        """Load model and tokenizer from a local directory (serving.weights.resolve_model_path finds it)."""
+        if not (path / "config.json").is_file():
+            raise SetupError(
+                ErrorCode.ModelLoadFailed,
+                "MODEL_ID",
+                f"{path} has no config.json.",
+                "Point MODEL_ID at a directory saved with save_pretrained(), or at a hub repo id.",
+            )
+        try:
+            tokenizer = AutoTokenizer.from_pretrained(path)
+            model = AutoModelForCausalLM.from_pretrained(path, dtype=dtype).to(device).eval()
+        except (OSError, ValueError, KeyError, RuntimeError, ImportError) as e:
+            raise SetupError(
+                ErrorCode.ModelLoadFailed,
+                "MODEL_ID",
+                f"could not load a causal LM from {path}: {type(e).__name__}: {e}",
+                "MODEL_ID must name a Hugging Face causal language model that this transformers version supports.",
+            ) from e
+        return cls(model, tokenizer, slots=slots, kind=kind, compile=compile, compile_cache=compile_cache)
+
+    @classmethod
+    def from_settings(cls, settings: Settings, path: Path) -> Engine:
+        device, dtype = pick_device_and_dtype(device=settings.device, dtype=settings.dtype)
+        return cls.load(
+            path,
+            device=device,
+            dtype=dtype,
+            slots=settings.max_concurrency,
+            kind=settings.engine,
+            compile=settings.compile,
+            compile_cache=settings.compile_cache,
+        )
+
+    @property
+    def backend_name(self) -> str:
+        return type(self.backend).__name__
+
+    def warm_up(self) -> None:
+        """Compile or capture the decode step for every shape it will see, on the serving thread; before serving."""
+        self.scheduler.warm_up()
+
+    def close(self) -> None:
+        """Stop the decode thread; requests still running end with an error."""
+        self.scheduler.close()
+
+    # Text <-> ids --------------------------------------------------------------------------
+
+    def encode(self, text: str, *, add_special_tokens: bool = True) -> list[int]:
+        return self.tokenizer.encode(text, add_special_tokens=add_special_tokens)
+
+    def decode(self, ids: Sequence[int]) -> str:
+        return self.tokenizer.decode(list(ids), skip_special_tokens=True)
+
+    @property
+    def has_chat_template(self) -> bool:
+        return bool(getattr(self.tokenizer, "chat_template", None))
+
+    def apply_chat_template(self, messages: list[dict[str, str]]) -> str:
+        """The tokenizer's chat template with the assistant's turn opened; raises jinja2's TemplateError."""
+        return self.tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+
+    # Decoding ------------------------------------------------------------------------------
+
+    def generate(self, prompt_ids: Sequence[int], params: SamplingParams) -> Iterator[int]:
+        """Yield new token ids until EOS or max_new_tokens; EOS is not yielded. Closing it frees the slot."""
+        events: queue.SimpleQueue[Event] = queue.SimpleQueue()
+        job = self.scheduler.submit(prompt_ids, params, events.put)
+        try:
+            while (event := events.get()) is not None:
+                if isinstance(event, BaseException):
+                    raise event
+                yield event
+        finally:
+            self.scheduler.cancel(job)
+
+
+def _context_length(config, tokenizer) -> int:
+    for key in _CONTEXT_KEYS:
+        value = getattr(config, key, None)
+        if isinstance(value, int) and value > 0:
+            return value
+    model_max = getattr(tokenizer, "model_max_length", None)
+    # Tokenizers without a limit report a huge sentinel (1e30).
+    if isinstance(model_max, int) and 0 < model_max < 1_000_000:
+        return model_max
+    return _FALLBACK_CONTEXT
+
+
+def _eos_token_ids(model, tokenizer) -> frozenset[int]:
+    """The tokenizer's EOS, plus the generation config's EOS ids that are special tokens.
+
+    Some configs derived from falcon-rw-1b name id 2 ('#' in its GPT-2 vocabulary) as EOS.
+    """
+    ids = {tokenizer.eos_token_id} if tokenizer.eos_token_id is not None else set()
+    configured = getattr(getattr(model, "generation_config", None), "eos_token_id", None)
+    configured = [configured] if isinstance(configured, int) else list(configured or [])
+    special = set(getattr(tokenizer, "all_special_ids", []))
+    ids.update(i for i in configured if i in special)
+    return frozenset(ids)

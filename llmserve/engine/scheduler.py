@@ -1,0 +1,296 @@
+"""Continuous batching in fixed slots: requests join the running batch between decode steps, on one thread.
+
+Each loop prefills newly arrived requests into free slots, then runs one decode step for every occupied slot.
+"""
+
+from __future__ import annotations
+
+import atexit
+import logging
+import threading
+from collections import deque
+from collections.abc import Callable, Sequence
+from concurrent.futures import Future
+from dataclasses import dataclass, field
+from typing import Protocol
+
+import torch
+
+from ..request.params import SamplingParams
+from .sampling import SlotSampler
+
+logger = logging.getLogger(__name__)
+
+# What a sink receives: a token id, None when the request is over, or the exception that ended it.
+Event = int | BaseException | None
+Sink = Callable[[Event], None]
+
+
+class Backend(Protocol):
+    """A model that decodes in fixed slots (falcon.FalconRWStatic, generic.TransformersSlots)."""
+
+    slots: int
+    vocab_size: int
+    device: torch.device
+
+    def prefill(self, slot: int, prompt_ids: Sequence[int]) -> torch.Tensor: ...
+    def decode(self, tokens: torch.Tensor, rows: int) -> torch.Tensor: ...
+    def release(self, slot: int) -> None: ...
+    def warm_up(self, batch_sizes: Sequence[int]) -> None: ...
+
+
+@dataclass(eq=False)
+class Job:
+    """One request's place in the scheduler."""
+
+    prompt_ids: list[int]
+    params: SamplingParams
+    sink: Sink
+    generated: int = 0
+    slot: int | None = None
+    done: bool = False
+    cancelled: bool = field(default=False, repr=False)
+
+
+@dataclass
+class _Step:
+    """A launched decode step whose tokens have not been handed out yet."""
+
+    tokens: torch.Tensor  # on the CPU once `ready` has fired
+    ready: torch.cuda.Event | None
+    jobs: list[Job]
+
+
+def bucket(rows: int, slots: int) -> int:
+    """Round up to a power of two (capped at `slots`), so few distinct shapes are ever compiled."""
+    size = 1
+    while size < rows:
+        size *= 2
+    return min(size, slots)
+
+
+def batch_sizes(slots: int) -> list[int]:
+    """Every row count a decode step is run with, smallest first."""
+    return sorted({bucket(rows, slots) for rows in range(1, slots + 1)})
+
+
+class Scheduler:
+    """Owns the backend on its decode thread; on CUDA it launches step n+1 before it reads step n's tokens back."""
+
+    # The warm-up runs on the decode thread too: torch.compile keeps the CUDA graphs it records per host thread, and
+    # in torch 2.11 (the GPU machine's) a compiled step that recorded its graphs in one thread fails in another
+    # (pytorch/pytorch#123177; torch 2.13 keeps a tree per thread, so it would record them all again).
+
+    def __init__(self, backend: Backend, *, eos_token_ids: frozenset[int], pipelined: bool | None = None) -> None:
+        """`pipelined` (default: on CUDA) hands out step n's tokens after launching step n+1."""
+        self.backend = backend
+        self.eos_token_ids = eos_token_ids
+        self.sampler = SlotSampler(backend.slots, backend.vocab_size, eos_token_ids, backend.device)
+        self._last_tokens = torch.zeros(backend.slots, dtype=torch.int64, device=backend.device)
+        self._pipelined = backend.device.type == "cuda" if pipelined is None else pipelined
+        self._slots: list[Job | None] = [None] * backend.slots
+        self._pending: deque[Job] = deque()
+        self._warm_ups: deque[Future[None]] = deque()
+        self._wake = threading.Condition()
+        self._closing = False
+        self._thread = threading.Thread(target=self._loop, name="llmserve-decode", daemon=True)
+        self._thread.start()
+        # A daemon thread killed inside a torch kernel at interpreter exit aborts the process.
+        atexit.register(self.close)
+
+    @property
+    def slots(self) -> int:
+        return self.backend.slots
+
+    def submit(self, prompt_ids: Sequence[int], params: SamplingParams, sink: Sink) -> Job:
+        """Queue a request; its tokens, then None (or an exception), arrive through `sink` on the decode thread."""
+        job = Job(prompt_ids=list(prompt_ids), params=params, sink=sink)
+        with self._wake:
+            if self._closing:
+                raise RuntimeError("the scheduler is closed")
+            self._pending.append(job)
+            self._wake.notify()
+        return job
+
+    def warm_up(self) -> None:
+        """Compile or capture the backend's decode step on the decode thread, the one that replays it; wait for it.
+
+        Meant for setup: requests already running finish first, new ones wait (its steps write only free slots).
+        """
+        if threading.current_thread() is self._thread:
+            raise RuntimeError("warm_up() waits for the decode thread, so it cannot be called from it (from a sink)")
+        done: Future[None] = Future()
+        with self._wake:
+            if self._closing:
+                raise RuntimeError("the scheduler is closed")
+            self._warm_ups.append(done)
+            self._wake.notify()
+        done.result()
+
+    def cancel(self, job: Job) -> None:
+        """Stop a request: it gets no more tokens and its slot is freed before the next step."""
+        with self._wake:
+            job.cancelled = True
+            self._wake.notify()
+
+    def close(self) -> None:
+        with self._wake:
+            self._closing = True
+            self._wake.notify()
+        self._thread.join()
+        atexit.unregister(self.close)
+
+    def active(self) -> int:
+        """Requests holding a slot now."""
+        return sum(job is not None for job in self._slots)
+
+    # The decode thread ---------------------------------------------------------------------
+
+    def _loop(self) -> None:
+        try:
+            self._serve()
+        finally:  # closed, or the thread itself failed: nobody may wait forever on it
+            with self._wake:
+                self._closing = True
+                jobs = [*self._pending, *filter(None, self._slots)]
+                warm_ups = [*self._warm_ups]
+                self._warm_ups.clear()
+            for job in jobs:
+                self._finish(job, RuntimeError("the model server is shutting down"))
+            for done in warm_ups:
+                done.set_exception(RuntimeError("the scheduler is closed"))
+
+    def _serve(self) -> None:
+        inflight: _Step | None = None
+        while True:
+            with self._wake:
+                while not (self._closing or self._warm_ups or self._pending or inflight or any(self._slots)):
+                    self._wake.wait()
+                if self._closing:
+                    return
+                # A warm-up waits for the running requests to finish, and holds new ones back until it is done.
+                warm_up = self._warm_ups.popleft() if self._warm_ups and not any(self._slots) else None
+                arrivals = [] if self._warm_ups or warm_up is not None else self._take_arrivals()
+            if warm_up is not None:
+                if inflight is not None:  # the last step of requests that have all ended: only wait for it
+                    self._hand_out(inflight)
+                    inflight = None
+                self._warm_up(warm_up)
+                continue
+            try:
+                inflight = self._iterate(arrivals, inflight)
+            except Exception as e:  # a bug or a device error: end the requests in flight, keep serving
+                logger.exception("decode loop failed; ending the %d running requests", self.active())
+                for job in filter(None, self._slots):
+                    self._finish(job, e)
+                inflight = None
+
+    def _warm_up(self, done: Future[None]) -> None:
+        try:
+            self.backend.warm_up(batch_sizes(self.slots))
+        except Exception as e:  # the caller gets it; the decode thread goes on
+            done.set_exception(e)
+        else:
+            done.set_result(None)
+
+    def _iterate(self, arrivals: list[Job], inflight: _Step | None) -> _Step | None:
+        """Prefill the arrivals, launch one step, hand out the previous one; return the step still in flight."""
+        for job in arrivals:
+            self._start(job)
+        self._free_cancelled()
+        launched = self._launch() if any(self._slots) else None
+        if not self._pipelined and launched is not None:
+            self._hand_out(launched)
+            launched = None
+        if inflight is not None:
+            self._hand_out(inflight)
+        return launched
+
+    def _take_arrivals(self) -> list[Job]:
+        """Pending requests that fit in the free slots, lowest slots first; cancelled ones are dropped."""
+        free = [i for i, job in enumerate(self._slots) if job is None]
+        arrivals = []
+        while self._pending and len(arrivals) < len(free):
+            job = self._pending.popleft()
+            if job.cancelled:
+                self._emit(job, None)
+                continue
+            job.slot = free[len(arrivals)]
+            self._slots[job.slot] = job
+            arrivals.append(job)
+        return arrivals
+
+    def _start(self, job: Job) -> None:
+        """Prefill into the job's slot and hand out its first token at once (time to first token)."""
+        slot = job.slot
+        try:
+            self.sampler.assign(slot, job.params, job.prompt_ids)
+            logits = self.backend.prefill(slot, job.prompt_ids)
+            token = self.sampler.sample(logits[None, :], slice(slot, slot + 1))
+            self._last_tokens[slot] = token[0]
+            self._accept(job, int(token[0]))
+        except Exception as e:  # the request fails; the server and the other requests go on
+            logger.exception("prefill failed for a %d-token prompt", len(job.prompt_ids))
+            self._finish(job, e)
+
+    def _launch(self) -> _Step | None:
+        """One decode step for every occupied slot; returns before the GPU is done."""
+        jobs = [job for job in self._slots if job is not None]
+        rows = bucket(max(job.slot for job in jobs) + 1, self.slots)
+        try:
+            logits = self.backend.decode(self._last_tokens[:rows], rows)
+            tokens = self.sampler.sample(logits, slice(0, rows))
+        except Exception as e:
+            logger.exception("decode step failed for %d requests", len(jobs))
+            for job in jobs:
+                self._finish(job, e)
+            return None
+        self._last_tokens[:rows] = tokens
+        ready = None
+        if tokens.is_cuda:
+            tokens = tokens.to("cpu", non_blocking=True)
+            ready = torch.cuda.Event()
+            ready.record()
+        return _Step(tokens=tokens, ready=ready, jobs=jobs)
+
+    def _hand_out(self, step: _Step) -> None:
+        if step.ready is not None:
+            step.ready.synchronize()
+        tokens = step.tokens.tolist()
+        for job in step.jobs:
+            # A job may have ended (EOS, cancel) after this step was launched: its row is ignored.
+            if not job.done and self._slots[job.slot] is job:
+                self._accept(job, tokens[job.slot])
+
+    def _accept(self, job: Job, token: int) -> None:
+        if job.cancelled:
+            self._finish(job, None)
+            return
+        if token in self.eos_token_ids:
+            self._finish(job, None)
+            return
+        job.generated += 1
+        self._emit(job, token)
+        if job.generated >= job.params.max_new_tokens:
+            self._finish(job, None)
+
+    def _free_cancelled(self) -> None:
+        for job in self._slots:
+            if job is not None and job.cancelled:
+                self._finish(job, None)
+
+    def _finish(self, job: Job, outcome: BaseException | None) -> None:
+        if job.done:
+            return
+        job.done = True
+        if job.slot is not None and self._slots[job.slot] is job:
+            self._slots[job.slot] = None
+            self.backend.release(job.slot)
+        self._emit(job, outcome)
+
+    def _emit(self, job: Job, event: Event) -> None:
+        try:
+            job.sink(event)
+        except Exception:  # e.g. the caller's event loop is gone: drop the request, keep the decode thread
+            logger.warning("could not hand a token to a request; cancelling it", exc_info=True)
+            job.cancelled = True

@@ -1,0 +1,201 @@
+"""One prediction: prompt, length check, decoding, clean streamed text and its metrics. No torch."""
+
+from __future__ import annotations
+
+import logging
+import random
+import time
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
+from typing import Protocol
+
+from ..errors import ErrorCode, InputError
+from .params import MAX_SEED, Request, SamplingParams
+from .prompts import build_prompt
+from .textstream import AnswerText
+
+logger = logging.getLogger(__name__)
+
+
+class TokenEngine(Protocol):
+    """What an answer needs from the model (llmserve.engine.model.Engine in production)."""
+
+    context_length: int
+    has_chat_template: bool
+
+    def encode(self, text: str, *, add_special_tokens: bool = True) -> list[int]: ...
+    def decode(self, ids: Sequence[int]) -> str: ...
+    def apply_chat_template(self, messages: list[dict[str, str]]) -> str: ...
+    def generate(self, prompt_ids: Sequence[int], params: SamplingParams) -> Iterator[int]: ...
+    def close(self) -> None: ...
+
+
+@dataclass
+class Stats:
+    """Per-prediction measurements, recorded as Cog metrics."""
+
+    seed: int
+    input_token_count: int
+    output_token_count: int = 0
+    time_to_first_token: float | None = None  # seconds from handing the prompt to the engine to the first token
+    decode_seconds: float = 0.0  # from the first new token to the last
+    stop_reason: str = "interrupted"  # until it ends by "eos", "stop_sequence" or "max_new_tokens"
+
+    @property
+    def tokens_per_second(self) -> float:
+        """Decode speed: tokens after the first over the time they took; 0 with fewer than two tokens."""
+        if self.output_token_count < 2 or self.decode_seconds <= 0:
+            return 0.0
+        return (self.output_token_count - 1) / self.decode_seconds
+
+    def metrics(self) -> dict[str, float | int | str]:
+        values = {
+            "input_token_count": self.input_token_count,
+            "output_token_count": self.output_token_count,
+            "time_to_first_token": self.time_to_first_token,
+            "tokens_per_second": self.tokens_per_second,
+            "seed": self.seed,
+            "stop_reason": self.stop_reason,
+        }
+        return {k: v for k, v in values.items() if v is not None}
+
+
+@dataclass(frozen=True)
+class Prepared:
+    """A request turned into token ids, checked against the context, ready to decode."""
+
+    prompt_ids: list[int]
+    stop_sequences: tuple[str, ...]
+    sampling: SamplingParams
+    seed_was_random: bool = False
+
+
+class Answerer:
+    """Answers requests with one engine: prepare() checks and tokenizes, stream() yields the text."""
+
+    def __init__(self, engine: TokenEngine, *, model_name: str) -> None:
+        self.engine = engine
+        self.model_name = model_name
+
+    def close(self) -> None:
+        """Stop the engine; answers still streaming end with an error."""
+        self.engine.close()
+
+    def prepare(self, request: Request) -> Prepared:
+        """Build and tokenize the prompt; raise InputError if it does not fit the context."""
+        prompt = build_prompt(
+            pregunta=request.pregunta,
+            system_prompt=request.system_prompt,
+            prompt_template=request.prompt_template,
+            history=request.history,
+            chat_renderer=self.engine.apply_chat_template if self.engine.has_chat_template else None,
+        )
+        ids = self.engine.encode(prompt.text, add_special_tokens=prompt.add_special_tokens)
+        self._check_fits(len(ids), request.max_new_tokens)
+        seed = request.seed if request.seed is not None else random.SystemRandom().randint(0, MAX_SEED)
+        return Prepared(
+            prompt_ids=ids,
+            stop_sequences=tuple(dict.fromkeys(prompt.stop_sequences + request.stop_sequences)),
+            sampling=request.sampling(seed),
+            seed_was_random=request.seed is None,
+        )
+
+    def _check_fits(self, prompt_tokens: int, max_new_tokens: int) -> None:
+        limit = self.engine.context_length
+        if prompt_tokens + max_new_tokens <= limit:
+            return
+        if prompt_tokens >= limit:
+            problem = f"the prompt is {prompt_tokens:,} tokens; the model's context is {limit:,} tokens."
+            fix = "Shorten pregunta, system_prompt or messages (drop the oldest turns)."
+        else:
+            problem = (
+                f"the prompt is {prompt_tokens:,} tokens and max_new_tokens is {max_new_tokens:,}: "
+                f"{prompt_tokens + max_new_tokens:,} tokens against the model's context of {limit:,}."
+            )
+            fix = (
+                f"Lower max_new_tokens to at most {limit - prompt_tokens:,}, or shorten pregunta, "
+                "system_prompt or messages."
+            )
+        raise InputError(ErrorCode.PromptTooLong, "pregunta", problem, fix)
+
+    def stream(self, prepared: Prepared, *, on_finish: Callable[[Stats], None] | None = None) -> Iterator[str]:
+        """The answer's text as it is generated; `on_finish` gets the stats, even if cut short.
+
+        Logs its start now, in the caller's context (Cog's per-prediction log capture), not on first use.
+        """
+        return self._stream(_Answer(self, prepared, on_finish))
+
+    def _stream(self, answer: _Answer) -> Iterator[str]:
+        prepared = answer.prepared
+        tokens = self.engine.generate(prepared.prompt_ids, prepared.sampling)
+        try:
+            for token_id in tokens:
+                if chunk := answer.push(token_id):
+                    yield chunk
+                if answer.stopped:
+                    break
+            else:
+                answer.exhausted()
+            if tail := answer.finish():
+                yield tail
+        finally:
+            tokens.close()
+            answer.close()
+
+
+class _Answer:
+    """One answer's text and stats as its tokens arrive."""
+
+    def __init__(self, answerer: Answerer, prepared: Prepared, on_finish: Callable[[Stats], None] | None) -> None:
+        self.prepared = prepared
+        self.on_finish = on_finish
+        self.stats = stats = Stats(seed=prepared.sampling.seed, input_token_count=len(prepared.prompt_ids))
+        logger.info(
+            "generating: model=%s seed=%d%s input_tokens=%d max_new_tokens=%d temperature=%s",
+            answerer.model_name,
+            stats.seed,
+            " (random)" if prepared.seed_was_random else "",
+            stats.input_token_count,
+            prepared.sampling.max_new_tokens,
+            prepared.sampling.temperature,
+        )
+        self.text = AnswerText(answerer.engine.decode, prepared.stop_sequences)
+        self.start = time.perf_counter()
+        self.first: float | None = None
+
+    @property
+    def stopped(self) -> bool:
+        return self.text.stopped
+
+    def push(self, token_id: int) -> str:
+        now = time.perf_counter()
+        if self.first is None:
+            self.first = now
+            self.stats.time_to_first_token = now - self.start
+        self.stats.output_token_count += 1
+        self.stats.decode_seconds = now - self.first
+        return self.text.push(token_id)
+
+    def exhausted(self) -> None:
+        """The engine ended the answer: max_new_tokens, or EOS."""
+        full = self.stats.output_token_count == self.prepared.sampling.max_new_tokens
+        self.stats.stop_reason = "max_new_tokens" if full else "eos"
+        if self.first is None:  # EOS came first: it is the first token, though not part of the answer
+            self.stats.time_to_first_token = time.perf_counter() - self.start
+
+    def finish(self) -> str:
+        tail = self.text.finish()
+        if self.text.stopped:
+            self.stats.stop_reason = "stop_sequence"
+        return tail
+
+    def close(self) -> None:
+        stats = self.stats
+        logger.info(
+            "finished: stop=%s output_tokens=%d tokens_per_second=%.2f",
+            stats.stop_reason,
+            stats.output_token_count,
+            stats.tokens_per_second,
+        )
+        if self.on_finish is not None:
+            self.on_finish(stats)

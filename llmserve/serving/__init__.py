@@ -1,0 +1,1 @@
+"""setup() and what it wires: weights on disk, the engine, the moderation stage, the Answerer."""

@@ -1,0 +1,1 @@
+"""scripts/benchmark and scripts/measure_cpu_dtype: speed and memory, measured against a baseline in the same run."""

@@ -1,0 +1,222 @@
+"""The measurements of scripts/benchmark: eager generate() and the engine, alone, batched, and through Cog."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import statistics
+import threading
+import time
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+from ...request.params import SamplingParams
+from ..cogserver import serving
+from .results import TTFT_RUNS, Agreement, Concurrent, SingleStream
+
+
+def build_random_model(out: Path, *, dtype_name: str) -> Path:
+    """falcon-rw-1b's architecture with random weights and the tiny offline tokenizer, saved (or reused) at `out`."""
+    # Embedding rows beyond the tokenizer's vocabulary are zeroed (the head is tied), so greedy tokens decode to
+    # text, while every step still reads the whole 50304-row head.
+    if (out / "config.json").is_file():
+        return out
+    import torch
+    from transformers import FalconForCausalLM
+
+    from ..tiny import build_tokenizer, falcon_rw_1b_config
+
+    tokenizer = build_tokenizer()
+    torch.manual_seed(0)
+    model = FalconForCausalLM(falcon_rw_1b_config(eos_token_id=tokenizer.eos_token_id)).to(getattr(torch, dtype_name))
+    with torch.no_grad():
+        model.transformer.word_embeddings.weight[len(tokenizer) :] = 0
+    model.save_pretrained(out)
+    tokenizer.save_pretrained(out)
+    return out
+
+
+def prompt_ids(length: int, vocab: int, eos: int) -> list[int]:
+    """A deterministic prompt of `length` ids from the tokenizer's vocabulary, without EOS."""
+    usable = [i for i in range(vocab) if i != eos]
+    return [usable[(7 * i) % len(usable)] for i in range(length)]
+
+
+@contextmanager
+def peak_memory(device: str, into: dict[str, float], name: str) -> Iterator[None]:
+    """Peak GPU memory allocated (CUDA) or peak resident set size (CPU) while the block runs, in GB."""
+    import torch
+
+    if device == "cuda":
+        torch.cuda.reset_peak_memory_stats()
+    else:
+        _reset_peak_rss()
+    try:
+        yield
+    finally:
+        if device == "cuda":
+            into[name] = torch.cuda.max_memory_allocated() / 1e9
+        else:
+            into[name] = _peak_rss_bytes() / 1e9
+
+
+def _reset_peak_rss() -> None:
+    try:
+        Path("/proc/self/clear_refs").write_text("5")  # Linux: resets VmHWM to the current RSS
+    except OSError:
+        pass
+
+
+def _peak_rss_bytes() -> int:
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) * 1024
+    import resource
+
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+
+
+def _sync(device: str) -> None:
+    import torch
+
+    if device == "cuda":
+        torch.cuda.synchronize()
+
+
+def eager_single_stream(model, ids: list[int], new_tokens: int, device: str) -> SingleStream:
+    """transformers' generate(), greedy, default (sdpa) attention and dynamic cache: the baseline."""
+    import torch
+
+    inputs = torch.tensor([ids], device=device)
+
+    def generate(n: int) -> float:
+        _sync(device)
+        start = time.perf_counter()
+        with torch.inference_mode():
+            model.generate(inputs, max_new_tokens=n, min_new_tokens=n, do_sample=False, pad_token_id=0)
+        _sync(device)
+        return time.perf_counter() - start
+
+    generate(2)  # warm-up: kernels, allocator
+    first = statistics.median(generate(1) for _ in range(TTFT_RUNS))
+    total = generate(new_tokens)
+    return SingleStream("transformers eager", len(ids), new_tokens, first, (new_tokens - 1) / (total - first))
+
+
+def engine_single_stream(engine, ids: list[int], new_tokens: int) -> SingleStream:
+    params = SamplingParams.plain_greedy(new_tokens, min_new_tokens=new_tokens)
+    # Warm-up, as for eager: the same prompt, so the same kernel shapes.
+    list(engine.generate(ids, SamplingParams.plain_greedy(2)))
+
+    def first_token() -> float:
+        start = time.perf_counter()
+        stamps = [time.perf_counter() for _ in engine.generate(ids, SamplingParams.plain_greedy(1, min_new_tokens=1))]
+        return stamps[0] - start
+
+    first = statistics.median(first_token() for _ in range(TTFT_RUNS))
+    stamps = [time.perf_counter() for _ in engine.generate(ids, params)]
+    decode = (len(stamps) - 1) / (stamps[-1] - stamps[0])
+    return SingleStream(engine.backend_name, len(ids), new_tokens, first, decode)
+
+
+def batch_agreement(engine, prompts: Sequence[list[int]], new_tokens: int) -> Agreement:
+    """Does a greedy answer depend on its batch? Exactly not in float32; in bf16 kernels may round differently."""
+    params = SamplingParams.plain_greedy(new_tokens, min_new_tokens=new_tokens)
+    alone = [list(engine.generate(p, params)) for p in prompts]
+    together: list[list[int]] = [[] for _ in prompts]
+    ready = threading.Barrier(len(prompts))
+
+    def one(i: int) -> None:
+        ready.wait()
+        together[i] = list(engine.generate(prompts[i], params))
+
+    threads = [threading.Thread(target=one, args=(i,)) for i in range(len(prompts))]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    prefixes = [
+        next((k for k, (a, b) in enumerate(zip(x, y, strict=True)) if a != b), new_tokens) / new_tokens
+        for x, y in zip(alone, together, strict=True)
+    ]
+    return Agreement(
+        requests=len(prompts),
+        new_tokens=new_tokens,
+        identical_answers=sum(x == y for x, y in zip(alone, together, strict=True)),
+        agreeing_prefix=sum(prefixes) / len(prefixes),
+    )
+
+
+def predictor_streams(
+    predictor, inputs: dict[str, Any], prompt_tokens: int, streams: int, new_tokens: int
+) -> Concurrent:
+    """`streams` predictions at once, each iterated on its own thread as coglet's slots do."""
+    ready = threading.Barrier(streams)
+    results: list[tuple[float, float | None, float | None]] = [(0.0, None, None)] * streams
+
+    def one(i: int) -> None:
+        ready.wait()
+        start = time.perf_counter()
+        first = last = None
+        for _chunk in asyncio.run(predictor.run(**inputs)):
+            last = time.perf_counter()
+            first = first or last
+        results[i] = (start, first, last)
+
+    threads = [threading.Thread(target=one, args=(i,)) for i in range(streams)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    begin = min(r[0] for r in results)
+    end = max(r[2] for r in results if r[2] is not None)
+    per_token = [(last - first) / (new_tokens - 1) for _, first, last in results if first and last]
+    ttft = [first - start for start, first, _ in results if first]
+    return Concurrent(
+        via="Predictor.run",
+        streams=streams,
+        prompt_tokens=prompt_tokens,
+        new_tokens=new_tokens,
+        aggregate_tokens_per_s=streams * new_tokens / (end - begin),
+        time_per_output_token_s=_median(per_token),
+        time_to_first_token_p50_s=_median(ttft),
+        errors=streams - len(per_token),
+    )
+
+
+def http_streams(
+    model_dir: Path, inputs: dict[str, Any], prompt_tokens: int, levels: Sequence[int], new_tokens: int
+) -> list[Concurrent]:
+    """The same through the real Cog server (scripts/serve) and scripts/loadtest's SSE client."""
+    from ..loadtest.plan import parse_target
+    from ..loadtest.run import run_sweep
+
+    env = {**os.environ, "MODEL_ID": str(model_dir), "COG_MAX_CONCURRENCY": str(max(levels)), "MODERATION": "off"}
+    inputs = {k: v for k, v in inputs.items() if v is not None}  # Cog refuses an explicit null (seed)
+    with serving(env, timeout=900) as url:
+        out = []
+        for streams in levels:
+            target = parse_target(url)
+            [(stats, results)] = asyncio.run(
+                run_sweep(target, inputs, [streams], requests=streams, duration_s=3600, timeout=1800, retry_busy=True)
+            )
+            ok = [r for r in results if r.status == "ok" and r.ttft_s is not None]
+            out.append(
+                Concurrent(
+                    via="HTTP",
+                    streams=streams,
+                    prompt_tokens=prompt_tokens,
+                    new_tokens=new_tokens,
+                    aggregate_tokens_per_s=stats.output_tokens_per_second,
+                    time_per_output_token_s=_median([(r.latency_s - r.ttft_s) / (new_tokens - 1) for r in ok]),
+                    time_to_first_token_p50_s=stats.ttft_s.p50 or float("nan"),
+                    errors=stats.requests - stats.ok,
+                )
+            )
+        return out
+
+
+def _median(values: Sequence[float]) -> float:
+    return statistics.median(values) if values else float("nan")

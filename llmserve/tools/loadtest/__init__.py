@@ -1,0 +1,1 @@
+"""scripts/loadtest: latency, throughput, errors and cost of concurrent streamed predictions."""
