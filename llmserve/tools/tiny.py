@@ -1,4 +1,4 @@
-"""Models built offline: a tiny Falcon-RW for tests, and the full falcon-rw-1b shape with random weights."""
+"""Models built offline: a tiny Falcon-RW and a tiny chat Llama for tests, falcon-rw-1b's shape with random weights."""
 
 from __future__ import annotations
 
@@ -37,11 +37,8 @@ def build_tokenizer(vocab_size: int = 512):
 
 def make_tiny_model(out_dir: str | Path, *, seed: int = 0, context_length: int = 256) -> Path:
     """Write a randomly initialised Falcon-RW (ALiBi) model and its tokenizer to `out_dir`."""
-    import torch
     from transformers import FalconForCausalLM
 
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
     tokenizer = build_tokenizer()
     eos_id = tokenizer.convert_tokens_to_ids(EOS_TOKEN)
     config = falcon_rw_1b_config(
@@ -55,9 +52,40 @@ def make_tiny_model(out_dir: str | Path, *, seed: int = 0, context_length: int =
         bos_token_id=eos_id,
         eos_token_id=eos_id,
     )
+    return _save(FalconForCausalLM, config, tokenizer, out_dir, seed=seed)
+
+
+def make_tiny_chat_model(out_dir: str | Path, *, seed: int = 1) -> Path:
+    """Write a tiny random Llama whose tokenizer has a chat template (the generic, non-Falcon path) to `out_dir`."""
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    tokenizer = build_tokenizer()
+    tokenizer.chat_template = (
+        "{% for m in messages %}<|{{ m['role'] }}|>{{ m['content'] }}\n{% endfor %}"
+        "{% if add_generation_prompt %}<|assistant|>{% endif %}"
+    )
+    config = LlamaConfig(
+        vocab_size=len(tokenizer),
+        hidden_size=64,
+        intermediate_size=128,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        max_position_embeddings=512,
+        eos_token_id=tokenizer.eos_token_id,
+        bos_token_id=tokenizer.eos_token_id,
+        initializer_range=1.0,
+    )
+    return _save(LlamaForCausalLM, config, tokenizer, out_dir, seed=seed)
+
+
+def _save(model_class, config, tokenizer, out_dir: str | Path, *, seed: int) -> Path:
+    import torch
+
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
     torch.manual_seed(seed)
-    model = FalconForCausalLM(config).eval()
-    model.save_pretrained(out)
+    model_class(config).eval().save_pretrained(out)
     tokenizer.save_pretrained(out)
     return out
 
