@@ -16,7 +16,7 @@ class Workload:
 
 TTFT_RUNS = 3  # time to first token: the median of this many runs, for eager and engine alike
 
-# The issue's targets on an H100; on 2 CPU cores the same shape would take an hour, so the CPU default is smaller.
+# The GPU targets' workload (docs/benchmarks.md); on 2 CPU cores that shape would take an hour: a smaller one.
 WORKLOADS = {
     "cuda": Workload(prompt_tokens=(128, 2048), new_tokens=256, streams=(1, 8, 32), stream_prompt_tokens=512),
     "cpu": Workload(prompt_tokens=(128, 512), new_tokens=16, streams=(1, 4, 8), stream_prompt_tokens=128),
