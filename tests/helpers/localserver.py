@@ -9,6 +9,8 @@ from contextlib import contextmanager
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
+from llmserve.tools.cogserver import free_port
+
 
 class QuietHandler(BaseHTTPRequestHandler):
     """A request handler without access logs, with the request and response plumbing every fake needs."""
@@ -60,3 +62,8 @@ def local_server(handler: type[BaseHTTPRequestHandler]) -> Iterator[str]:
         server.shutdown()
         server.server_close()
         thread.join()
+
+
+def closed_port_url() -> str:
+    """The URL of a port on 127.0.0.1 that nothing listens on."""
+    return f"http://127.0.0.1:{free_port()}"

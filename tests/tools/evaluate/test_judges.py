@@ -1,8 +1,6 @@
-"""The judges and the Replicate target on their real clients (httpx, replicate), against fakes on 127.0.0.1."""
+"""The judges on their real clients (httpx, replicate), against fakes of an OpenAI-compatible API and Replicate."""
 
 from __future__ import annotations
-
-import socket
 
 import pytest
 
@@ -12,18 +10,10 @@ from llmserve.errors import LLMServeError
 from llmserve.tools.evaluate.errors import EvalError
 from llmserve.tools.evaluate.judges import JudgeFailed, JudgeSpec, OpenAIJudge, ReplicateJudge, open_judge
 from llmserve.tools.evaluate.scoring import JudgeVerdict
-from llmserve.tools.evaluate.targets import AnswerFailed, ReplicateTarget, ServerTarget
+from llmserve.tools.evaluate.targets import ReplicateTarget
 from tests.helpers.fakeopenai import FakeOpenAI, Reply, serve_fake_openai
 from tests.helpers.fakereplicate import TOKEN, FakeReplicate, serve_fake_replicate
-
-
-def _closed_port_url() -> str:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return f"http://127.0.0.1:{s.getsockname()[1]}"
-
-
-# --- OpenAI-compatible judge ------------------------------------------------------------------------
+from tests.helpers.localserver import closed_port_url
 
 
 def test_openai_judge_posts_one_chat_completion_and_parses_the_verdict():
@@ -62,7 +52,7 @@ def test_openai_judge_failures_are_judge_failed(reply, message):
 
 
 def test_openai_judge_unreachable_is_judge_failed():
-    judge = OpenAIJudge("m", base_url=_closed_port_url() + "/v1", api_key=None, timeout=5)
+    judge = OpenAIJudge("m", base_url=closed_port_url() + "/v1", api_key=None, timeout=5)
     with pytest.raises(JudgeFailed, match="no reply from"):
         judge.judge("¿a?", "b", "c")
 
@@ -82,9 +72,6 @@ def test_openai_judge_needs_a_key_for_api_openai_com_before_any_request():
 def test_judge_settings_read_openai_variables():
     settings = JudgeSettings.from_env({"OPENAI_API_KEY": "sk-x", "OPENAI_BASE_URL": "http://127.0.0.1:11434/v1"})
     assert (settings.openai_api_key, settings.openai_base_url) == ("sk-x", "http://127.0.0.1:11434/v1")
-
-
-# --- Replicate judge and target -----------------------------------------------------------------------
 
 
 @pytest.fixture
@@ -128,35 +115,3 @@ def test_replicate_needs_a_token_before_any_request():
         ReplicateTarget("alice/pregunta:0a1b", ReplicateSettings(api_token=None))
     with pytest.raises(LLMServeError, match="REPLICATE_API_TOKEN"):
         ReplicateJudge("meta/llm", ReplicateSettings(api_token=None))
-
-
-def test_replicate_target_runs_a_version_polls_until_done_and_joins_the_chunks(monkeypatch):
-    monkeypatch.setenv("REPLICATE_POLL_INTERVAL", "0.01")  # the client's own polling, read when it is built
-    api = FakeReplicate(models={"alice/pregunta": ["0a1b"]}, status_on_create="starting")
-    with serve_fake_replicate(api):
-        target = ReplicateTarget("alice/pregunta:0a1b", ReplicateSettings(api_token=TOKEN, base_url=api.url))
-        answer = target.answer({"pregunta": "¿Capital de Francia?", "temperature": 0.0})
-    assert answer == "París."
-    create, *polls = api.requests
-    assert (create.method, create.path) == ("POST", "/v1/predictions")
-    assert create.body == {"version": "0a1b", "input": {"pregunta": "¿Capital de Francia?", "temperature": 0.0}}
-    assert polls and all(p.method == "GET" and p.path == "/v1/predictions/p1" for p in polls)
-
-
-def test_replicate_target_records_a_failed_or_refused_prediction_and_stops_on_a_bad_token():
-    api = FakeReplicate(models={"alice/pregunta": ["0a1b"]})
-    with serve_fake_replicate(api):
-        target = ReplicateTarget("alice/pregunta:0a1b", ReplicateSettings(api_token=TOKEN, base_url=api.url))
-        with pytest.raises(AnswerFailed, match="422"):  # the schema refuses it, as Replicate does
-            target.answer({"pregunta": "¿a?", "top_k": 5000})
-        api.error = "E1002 PromptTooLong: pregunta: ..."
-        with pytest.raises(AnswerFailed, match="failed: E1002 PromptTooLong"):
-            target.answer({"pregunta": "¿a?"})
-        wrong = ReplicateTarget("alice/pregunta:0a1b", ReplicateSettings(api_token="r8_wrong", base_url=api.url))
-        with pytest.raises(EvalError, match="E3002 BadEvalTarget: --target: Replicate refused alice/pregunta:0a1b"):
-            wrong.answer({"pregunta": "¿a?"})
-
-
-def test_server_target_refuses_a_url_where_no_server_answers():
-    with pytest.raises(EvalError, match="E3002 BadEvalTarget: --target: no Cog server answers"):
-        ServerTarget(_closed_port_url())
