@@ -93,7 +93,7 @@ def format_table(report: Report) -> str:
             )
         )
     other += [(f"{unit}, {name} phase", f"{gb:.2f} GB") for name, gb in report.peak_memory_gb.items()]
-    return "\n\n".join(align(rows) for rows in (single, streams, other))
+    return "\n\n".join(align(rows, numbers_right=False) for rows in (single, streams, other))
 
 
 def write_chart(report: Report, path: Path) -> Path:

@@ -63,3 +63,16 @@ def test_gpu_check_names_its_arguments_and_refuses_without_a_gpu(tmp_path):
     done = subprocess.run([script, str(tmp_path), "cudagraphs"], capture_output=True, text=True, timeout=60)
     assert done.returncode == 1 and "no CUDA GPU is visible" in done.stderr
     assert not any(tmp_path.iterdir()), "it wrote results without a GPU"
+
+
+def test_the_table_is_left_aligned_column_by_column():
+    from llmserve.tools.benchmark.report import format_table
+    from llmserve.tools.benchmark.results import Report, SingleStream
+
+    report = Report(environment={"device": "cpu", "dtype": "bfloat16"}, workload={}, setup_s=2.3)
+    report.single_stream = [
+        SingleStream("transformers eager", 128, 16, 1.0, 3.3),
+        SingleStream("FalconRWStatic", 128, 16, 0.9, 4.4),
+    ]
+    header, decode, _ = format_table(report).splitlines()[:3]
+    assert decode.index("128") == header.index("prompt") and decode.index("3.3") == header.index("transformers")
