@@ -8,9 +8,9 @@ import unicodedata
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
-from pydantic import BaseModel, ConfigDict, StrictStr, ValidationError
+from pydantic import BaseModel, BeforeValidator, ConfigDict, StrictStr, ValidationError
 
 from ..errors import ErrorCode, SetupError
 from .policy import CATEGORIES, Decision, log_decision
@@ -41,7 +41,6 @@ _MACRO = re.compile(r"\{([a-z_][a-z0-9_]*)\}")
 # A pattern's leading macro (and the gap after it), shared by many patterns: compiled once per group.
 _LEADING = re.compile(r"^\{[a-z_][a-z0-9_]*\}(?: \{gap6?\})?")
 _KEYS = ("allow", "patterns", "output_patterns")
-_MACROS_SHAPE = "a mapping of names to a pattern or a list of patterns (strings)"
 
 
 @dataclass(frozen=True)
@@ -108,7 +107,13 @@ def load_rules(path: Path) -> RuleSet:
     return parse_rules(data, source=str(path))
 
 
-Patterns = dict[str, list[StrictStr]]  # language (en, es, ...) -> patterns
+# YAML reads some bare keys as other types (`no:` as False, `1:` as 1): a key is whatever it reads as, as text.
+Key = Annotated[str, BeforeValidator(str)]
+Patterns = dict[Key, list[StrictStr]]  # language (en, es, fr, ...) -> patterns
+
+
+def _none_if_empty(value: Any) -> Any:
+    return value or None
 
 
 class _CategorySpec(BaseModel):
@@ -122,9 +127,9 @@ class _CategorySpec(BaseModel):
 class _RulesFile(BaseModel):
     """The rules file's shape; what its patterns mean (macros, categories, cover) is checked in parse_rules."""
 
-    covers: list[str] | None = None
-    macros: dict[str, StrictStr | list[StrictStr]] | None = None
-    categories: dict[str, _CategorySpec]
+    covers: list[Key] | None = None
+    macros: Annotated[dict[Key, StrictStr | list[StrictStr]] | None, BeforeValidator(_none_if_empty)] = None
+    categories: dict[Key, _CategorySpec]
 
 
 def parse_rules(data: Any, *, source: str = "<rules>") -> RuleSet:
@@ -173,8 +178,12 @@ def _shape_problem(error: Mapping[str, Any]) -> str:
     loc = error["loc"]
     if len(loc) < 2 and loc[:1] in ((), ("categories",)):
         return "has no `categories` mapping."
-    if loc[0] != "categories":
-        return f"`{loc[0]}` must be {'a list of category codes' if loc[0] == 'covers' else _MACROS_SHAPE}."
+    if loc[0] == "covers":
+        return "`covers` must be a list of category codes."
+    if loc[0] == "macros" and len(loc) > 1:
+        return f"macro {loc[1]!r} must be a pattern or a list of patterns (strings)."
+    if loc[0] == "macros":
+        return "`macros` must map names to a pattern or a list of patterns (strings)."
     where = ".".join(str(part) for part in loc[1:4]) + "".join(f"[{part}]" for part in loc[4:])
     if len(loc) == 2 or error["type"] == "extra_forbidden":
         return f"{loc[1]} must be a mapping with keys among {', '.join(_KEYS)}."

@@ -112,6 +112,18 @@ def test_a_broken_rules_file_fails_setup_naming_the_variable(data, complaint):
     assert complaint in str(info.value) and "my_rules.yaml" in str(info.value)
 
 
+def test_yaml_keys_of_other_types_and_empty_sections_are_read_as_written():
+    """YAML reads `no:` (Norwegian) as False and `1:` as 1; an empty `macros:` list means no macros."""
+    import yaml
+
+    rules = parse_rules(yaml.safe_load("macros: []\ncategories:\n  S1:\n    patterns:\n      no: ['drepe']\n"))
+    assert rules.check("Hvordan drepe") == ("S1",)
+    with pytest.raises(SetupError, match="names category '1'"):
+        parse_rules(yaml.safe_load("categories:\n  1:\n    patterns:\n      en: ['x']\n"))
+    with pytest.raises(SetupError, match="macro 'a' must be a pattern or a list of patterns"):
+        parse_rules({"macros": {"a": 3}, "categories": {"S1": {"patterns": {"en": ["{a}"]}}}})
+
+
 def test_an_unreadable_rules_file_fails_setup(tmp_path: Path):
     with pytest.raises(SetupError, match="cannot be read"):
         load_rules(tmp_path / "missing.yaml")
