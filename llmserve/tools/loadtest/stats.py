@@ -11,13 +11,15 @@ from .cost import Throughput
 from .stream import OK, RequestResult
 
 
-def percentile(values: Sequence[float], q: float) -> float | None:
-    """The q-th percentile with linear interpolation between closest ranks (numpy's default); None if empty."""
+def percentile(values: Sequence[float], q: int) -> float | None:
+    """The q-th percentile (q a whole number, 0 to 100), linear between closest ranks as numpy's; None if empty."""
+    if not (isinstance(q, int) and 0 <= q <= 100):
+        raise ValueError(f"q={q!r}: the percentile must be a whole number from 0 to 100")
     if len(values) < 2:
         return values[0] if values else None
-    if q in (0, 100):  # quantiles() gives only the cut points between 0 and 100
+    if q in (0, 100):  # quantiles() gives the 99 cut points between them
         return min(values) if q == 0 else max(values)
-    return statistics.quantiles(values, n=100, method="inclusive")[round(q) - 1]
+    return statistics.quantiles(values, n=100, method="inclusive")[q - 1]
 
 
 @dataclass(frozen=True)

@@ -21,6 +21,9 @@ def test_percentile_interpolates_like_numpy():
     assert percentile(values, 0) == 1.0 and percentile(values, 100) == 4.0
     assert percentile([5.0], 99) == 5.0
     assert percentile([], 50) is None
+    for q in (12.5, 101, -1):
+        with pytest.raises(ValueError, match="whole number from 0 to 100"):
+            percentile(values, q)
 
 
 def result(status: str = OK, latency: float = 1.0, ttft: float | None = 0.2, tokens: int = 10, **kw):
