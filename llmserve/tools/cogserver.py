@@ -7,7 +7,7 @@ import signal
 import socket
 import subprocess
 import time
-from collections.abc import AsyncIterator, Iterator, Mapping
+from collections.abc import AsyncIterator, Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import IO
@@ -23,11 +23,11 @@ BROKEN = ("SETUP_FAILED", "DEFUNCT", "UNHEALTHY")
 
 
 class NotReady(RuntimeError):
-    """The server did not become READY: `status` is its last state, None when /health-check could not be read."""
+    """The server did not become READY: `status` is its last state; `answered` is False if it never answered."""
 
-    def __init__(self, url: str, status: str | None, detail: str) -> None:
-        self.url, self.status, self.detail = url, status, detail
-        super().__init__(f"{url} is not READY ({status or 'no answer'}): {detail}")
+    def __init__(self, url: str, status: str | None, detail: str, *, answered: bool = True) -> None:
+        self.url, self.status, self.detail, self.answered = url, status, detail, answered
+        super().__init__(f"{url} is not READY ({status if answered else 'no answer'}): {detail}")
 
 
 def health(url: str, *, timeout: float = 10) -> str | None:
@@ -43,20 +43,20 @@ def wait_until_ready(
     `starting`: the server is still booting, so an unanswered health check means "not yet"; `process`: its process.
     """
     deadline = time.monotonic() + timeout
-    status = None
+    status, answered = None, False
     while True:
         if process is not None and process.poll() is not None:
-            raise NotReady(url, status, f"its process exited with status {process.returncode}")
+            raise NotReady(url, status, f"its process exited with status {process.returncode}", answered=answered)
         try:
-            status = health(url)
+            status, answered = health(url), True
         except (httpx.HTTPError, ValueError) as e:
             if not starting:
-                raise NotReady(url, None, f"{url}/health-check cannot be read ({type(e).__name__}: {e})") from e
-            status = None
+                detail = f"{url}/health-check cannot be read ({type(e).__name__}: {e})"
+                raise NotReady(url, None, detail, answered=False) from e
         if status == READY:
             return
         if status in BROKEN or time.monotonic() > deadline:
-            raise NotReady(url, status, f"waited up to {timeout:g} s")
+            raise NotReady(url, status, f"waited up to {timeout:g} s", answered=answered)
         time.sleep(poll)
 
 
@@ -112,6 +112,26 @@ class Backoff:
         while until is None or time.monotonic() < until:
             yield delay
             delay = min(2 * delay, self.most)
+
+
+def send_while_busy(
+    send: Callable[[], httpx.Response],
+    backoff: Backoff,
+    *,
+    until: float | None = None,
+    on_busy: Callable[[], None] | None = None,
+) -> httpx.Response:
+    """`send()`, and again after each 409 with `backoff`'s delays until `until`; `on_busy` runs at the first 409."""
+    delays = backoff.delays(until=until)
+    busy = False
+    while True:
+        response = send()
+        if response.status_code != 409 or (delay := next(delays, None)) is None:
+            return response
+        if not busy and on_busy is not None:
+            on_busy()
+        busy = True
+        time.sleep(delay)
 
 
 # SSE: the library keeps an event without data, which the WHATWG spec drops; Cog sends data with every event.

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 
 import httpx
 
-from llmserve.tools.cogserver import Backoff, health, iter_events, wait_until_ready
+from llmserve.tools.cogserver import Backoff, health, iter_events, send_while_busy, wait_until_ready
 
 # Prediction slots of the session's server: enough to show batching, capacity and cancel on 2 cores.
 SLOTS = 2
@@ -34,12 +34,11 @@ class Server:
         """A synchronous prediction; `retry_busy` sends it again after a 409, as a client behind a queue would."""
         if wait_idle:
             self.wait_idle()
-        delays = BUSY.delays(until=time.monotonic() + 60) if retry_busy else iter(())
-        while True:
-            response = httpx.post(f"{self.url}/predictions", json={"input": inputs}, timeout=300, trust_env=False)
-            if response.status_code != 409 or (delay := next(delays, None)) is None:
-                return response
-            time.sleep(delay)
+
+        def send() -> httpx.Response:
+            return httpx.post(f"{self.url}/predictions", json={"input": inputs}, timeout=300, trust_env=False)
+
+        return send_while_busy(send, BUSY, until=time.monotonic() + 60) if retry_busy else send()
 
     def stream(self, inputs: dict, prediction_id: str | None = None) -> AbstractContextManager[httpx.Response]:
         """Open an SSE prediction (PUT with an id, else POST); use it as a context manager."""

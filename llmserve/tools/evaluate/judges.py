@@ -63,7 +63,8 @@ class OpenAIJudge:
             )
         self.description = f"{model} at {self.base_url}"
         headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
-        self._client = httpx.Client(headers=headers, trust_env=False)
+        # As requests did before: proxies and certificates from the environment, redirects followed.
+        self._client = httpx.Client(headers=headers, follow_redirects=True)
 
     def judge(self, pregunta: str, reference: str, answer: str) -> JudgeVerdict:
         body = {
@@ -80,7 +81,7 @@ class OpenAIJudge:
                 raise JudgeFailed(f"HTTP {response.status_code} from {self.base_url}: {response.text[:200]}")
             content = response.json()["choices"][0]["message"]["content"]
             return parse_judge_reply(content or "")
-        except httpx.HTTPError as e:
+        except (httpx.HTTPError, httpx.InvalidURL) as e:
             raise JudgeFailed(f"no reply from {self.base_url}: {e}") from e
         except (ValueError, KeyError, IndexError, TypeError) as e:
             raise JudgeFailed(str(e) or type(e).__name__) from e

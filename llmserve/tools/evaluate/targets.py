@@ -14,7 +14,7 @@ import httpx
 
 from ...config import ReplicateSettings
 from ...errors import InputError
-from ..cogserver import Backoff, health
+from ..cogserver import BROKEN, Backoff, send_while_busy
 from ..replicate.api import make_client, parse_ref
 from .errors import EvalCode, EvalError
 
@@ -112,9 +112,10 @@ class ServerTarget:
         self.description = f"Cog server at {url}"
         self.url = url
         self.timeout = timeout
-        self._client = httpx.Client(trust_env=False)
+        # As requests did before: proxies and certificates from the environment, redirects followed.
+        self._client = httpx.Client(follow_redirects=True)
         try:
-            status = health(url)
+            status = self._client.get(f"{url}/health-check", timeout=10).json().get("status")
         except (httpx.HTTPError, ValueError) as e:
             raise EvalError(
                 EvalCode.BadEvalTarget,
@@ -122,7 +123,7 @@ class ServerTarget:
                 f"no Cog server answers at {url}/health-check ({e}).",
                 "Start one with scripts/serve, or fix the URL.",
             ) from e
-        if status in ("SETUP_FAILED", "DEFUNCT"):
+        if status in BROKEN:
             raise EvalError(
                 EvalCode.BadEvalTarget,
                 "--target",
@@ -131,18 +132,16 @@ class ServerTarget:
             )
 
     def answer(self, inputs: dict[str, Any]) -> str:
-        delays = _BUSY.delays(until=time.monotonic() + self.timeout)
-        waited = False
         try:
-            while True:
-                response = self._client.post(f"{self.url}/predictions", json={"input": inputs}, timeout=self.timeout)
-                if response.status_code != 409 or (delay := next(delays, None)) is None:
-                    break
-                if not waited:
-                    logger.info("%s: every prediction slot is busy (409); retrying until one frees", self.url)
-                    waited = True
-                time.sleep(delay)
-        except (httpx.NetworkError, httpx.RemoteProtocolError) as e:
+            response = send_while_busy(
+                lambda: self._client.post(f"{self.url}/predictions", json={"input": inputs}, timeout=self.timeout),
+                _BUSY,
+                until=time.monotonic() + self.timeout,
+                on_busy=lambda: logger.info(
+                    "%s: every prediction slot is busy (409); retrying until one frees", self.url
+                ),
+            )
+        except (httpx.NetworkError, httpx.RemoteProtocolError, httpx.ConnectTimeout) as e:
             raise EvalError(
                 EvalCode.BadEvalTarget, "--target", f"lost the server at {self.url} ({e}).", "Is it still running?"
             ) from e

@@ -83,7 +83,7 @@ def server_ready(target: Target, timeout: float) -> None:
     try:
         wait_until_ready(target.address, timeout=timeout)
     except NotReady as e:
-        if e.status is None:
+        if not e.answered:
             problem = e.detail + "."
             fix = "Start the server first (e.g. MODEL_ID=/tmp/tiny scripts/serve --port 5000) and pass its URL."
         else:
