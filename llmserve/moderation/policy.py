@@ -101,7 +101,7 @@ def log_decision(decision: Decision, stage: str) -> None:
 
 _FIX = (
     "Rephrase the question without asking for help to cause harm. If this is a mistake, the operator can "
-    "extend the rules (MODERATION_RULES) or change MODERATION (README, Guardrails)."
+    "extend the rules (MODERATION_RULES) or change MODERATION (docs/guardrails.md)."
 )
 _FIX_SELF_HARM = (
     "If you are thinking about suicide or hurting yourself, please talk to someone now: your local emergency "

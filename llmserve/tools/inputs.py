@@ -46,7 +46,8 @@ def parse_assignment(pair: str, types: Mapping[str, str], *, open_ended: bool = 
     name, sep, raw = pair.partition("=")
     names = ", ".join(types)
     if not sep or not name:
-        raise AssignmentError(f"{pair!r} is not NAME=VALUE.", f"Write NAME=VALUE with NAME one of {names}.")
+        fix = "Write NAME=VALUE." if open_ended else f"Write NAME=VALUE with NAME one of {names}."
+        raise AssignmentError(f"{pair!r} is not NAME=VALUE.", fix)
     if name not in types:
         if not open_ended:
             raise AssignmentError(f"{name!r} is not an input of the predictor.", f"Use one of {names}.")

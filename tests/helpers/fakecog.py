@@ -15,7 +15,7 @@ event: start
 data: {"id":"pred_18ea461a0dd721c7","status":"processing"}
 
 event: log
-data: {"data":"INFO llmserve.answer: generating\\n","source":"stderr"}
+data: {"data":"INFO llmserve.request.answer: generating\\n","source":"stderr"}
 
 event: output
 data: {"chunk":"","index":0}

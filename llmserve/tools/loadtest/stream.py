@@ -22,7 +22,6 @@ logger = logging.getLogger(__name__)
 BUSY = Backoff(first=0.05, most=1.0)
 
 # Outcomes other than "ok", counted per kind.
-# Outcomes other than "ok", counted per kind.
 OK = "ok"
 AT_CAPACITY = "at_capacity"  # HTTP 409: every prediction slot is busy; Cog does not queue
 INVALID_INPUT = "invalid_input"  # HTTP 422: the schema refused an input

@@ -55,7 +55,7 @@ def _helper_has_secret(helper: str, host: str) -> bool:
 
 
 def weights_warning(weights_dir: Path) -> str | None:
-    """A warning when the image would be built without baked-in weights (README: "With the Cog CLI")."""
+    """A warning when the image would be built without baked-in weights (docs/deploy.md)."""
     if weights_dir.is_dir() and any(p.is_file() for p in weights_dir.rglob("*")):
         return None
     return (

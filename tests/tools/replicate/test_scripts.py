@@ -1,6 +1,6 @@
 """scripts/client.py, scripts/deploy and scripts/push as a person runs them, with nothing leaving 127.0.0.1.
 
-client.py and deploy use the real replicate library against tests/fakereplicate.py (REPLICATE_BASE_URL);
+client.py and deploy use the real replicate library against tests/helpers/fakereplicate.py (REPLICATE_BASE_URL);
 push runs with PATH holding only small fakes of `cog` and `docker` that record how they were called.
 """
 
