@@ -12,10 +12,10 @@ from urllib.parse import urlparse
 import httpx
 
 from ...config import JudgeSettings, ReplicateSettings
-from ..replicate.api import make_client, parse_ref
+from ..replicate.api import error_text, make_client, parse_ref
 from .errors import EvalCode, EvalError
 from .scoring import JUDGE_SYSTEM_PROMPT, JudgeVerdict, judge_prompt, parse_judge_reply
-from .targets import AnswerFailed, replicate_error_text, replicate_text
+from .targets import AnswerFailed, replicate_text
 
 
 class JudgeFailed(Exception):
@@ -102,7 +102,7 @@ class ReplicateJudge:
         try:
             return parse_judge_reply(replicate_text(self._client, self.ref, {"prompt": prompt}))
         except ReplicateError as e:
-            raise JudgeFailed(replicate_error_text(e)) from e
+            raise JudgeFailed(error_text(e)) from e
         except (AnswerFailed, httpx.HTTPError, ValueError) as e:
             raise JudgeFailed(str(e)) from e
 

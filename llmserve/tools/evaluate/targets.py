@@ -15,7 +15,7 @@ import httpx
 from ...config import ReplicateSettings
 from ...errors import InputError
 from ..cogserver import BROKEN, Backoff, send_while_busy
-from ..replicate.api import make_client, parse_ref
+from ..replicate.api import error_text, make_client, parse_ref
 from .errors import EvalCode, EvalError
 
 logger = logging.getLogger(__name__)
@@ -175,11 +175,6 @@ def replicate_text(client, ref: str, inputs: Mapping[str, Any]) -> str:
     return join_output(prediction.output)
 
 
-def replicate_error_text(error) -> str:
-    """One line for a replicate.exceptions.ReplicateError (its str() spans several)."""
-    return f"Replicate HTTP {error.status} {error.title or ''}: {error.detail or ''}".strip(" :")
-
-
 class ReplicateTarget:
     """A model on Replicate, e.g. this project after `cog push`."""
 
@@ -198,10 +193,10 @@ class ReplicateTarget:
                 raise EvalError(
                     EvalCode.BadEvalTarget,
                     "--target",
-                    f"Replicate refused {self.ref}: {replicate_error_text(e)}.",
+                    f"Replicate refused {self.ref}: {error_text(e)}.",
                     "Check REPLICATE_API_TOKEN, the model name and the version.",
                 ) from e
-            raise AnswerFailed(replicate_error_text(e)) from e
+            raise AnswerFailed(error_text(e)) from e
         except httpx.TransportError as e:
             raise EvalError(
                 EvalCode.BadEvalTarget, "--target", f"cannot reach Replicate ({e}).", "Check the network."

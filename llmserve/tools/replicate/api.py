@@ -51,6 +51,11 @@ def parse_ref(text: str, *, version: bool = True, image: bool = False) -> ModelR
     return ModelRef(parts[0], parts[1], tag or None)
 
 
+def error_text(error) -> str:
+    """One line for a replicate.exceptions.ReplicateError (its str() spans several)."""
+    return f"Replicate HTTP {error.status} {error.title or ''}: {error.detail or ''}".strip(" :")
+
+
 def parse_model_ref(ref: str, *, field_name: str = "model") -> tuple[str, str]:
     """`r8.im/OWNER/NAME` or `OWNER/NAME` -> (owner, name), each a valid image-name component; else E4003."""
     parsed = parse_ref(ref, version=False, image=True)

@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from ...config import ReplicateSettings
-from .api import TOKEN_URL, make_client, parse_model_ref
+from .api import TOKEN_URL, error_text, make_client, parse_model_ref
 from .errors import PublishCode, PublishError
 
 if TYPE_CHECKING:
@@ -272,7 +272,7 @@ def _bad_deployment(field_name: str, problem: str, fix: str) -> PublishError:
 
 def _api_error(e: Exception) -> PublishError:
     """A ReplicateError (refused token, validation, server error) in the project's error form."""
-    said = " ".join(str(part) for part in (e.status, e.title, e.detail) if part) or str(e.type)
+    said = error_text(e) if e.status else str(e.type)
     if e.status == 401:
         return PublishError(
             PublishCode.MissingApiToken, "REPLICATE_API_TOKEN", f"was refused ({said}).", f"Check it at {TOKEN_URL}."
