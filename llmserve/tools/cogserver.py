@@ -38,7 +38,7 @@ def health(url: str, *, timeout: float = 10) -> str | None:
 def wait_until_ready(
     url: str, *, timeout: float, starting: bool = False, process: subprocess.Popen | None = None, poll: float = 0.1
 ) -> None:
-    """Poll /health-check until READY (no slot left to free); NotReady when the server breaks or `timeout` passes.
+    """Poll /health-check until READY (a slot is free); NotReady when the server breaks or `timeout` passes.
 
     `starting`: the server is still booting, so an unanswered health check means "not yet"; `process`: its process.
     """

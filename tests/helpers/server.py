@@ -27,7 +27,7 @@ class Server:
         return health(self.url)
 
     def wait_idle(self, timeout: float = 60) -> None:
-        """Poll until every slot is free: coglet frees one a moment after a prediction's last event."""
+        """Poll until READY, a slot free: coglet frees one a moment after a prediction's last event."""
         wait_until_ready(self.url, timeout=timeout, poll=0.05)
 
     def predict(self, *, wait_idle: bool = True, retry_busy: bool = False, **inputs) -> httpx.Response:

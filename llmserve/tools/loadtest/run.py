@@ -79,7 +79,7 @@ async def run_level(
 
 
 def server_ready(target: Target, timeout: float) -> None:
-    """Wait until the local server is READY (no slot still held by an earlier prediction); E6003 if it is not."""
+    """Wait until the local server is READY (a slot free); E6003 if it does not get there."""
     try:
         wait_until_ready(target.address, timeout=timeout)
     except NotReady as e:
