@@ -27,9 +27,10 @@ def predict(argv: list[str]) -> int:
 
     declared = declared_inputs()
     inputs = {**input_defaults(declared), "pregunta": args.pregunta}
+    types = input_types(declared)
     for pair in args.input:
         try:
-            name, value = parse_assignment(pair, input_types(declared))
+            name, value = parse_assignment(pair, types)
         except AssignmentError as e:
             parser.error(f"--input {e}")
         inputs[name] = value

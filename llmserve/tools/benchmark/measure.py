@@ -196,9 +196,9 @@ def http_streams(
     env = {**os.environ, "MODEL_ID": str(model_dir), "COG_MAX_CONCURRENCY": str(max(levels)), "MODERATION": "off"}
     inputs = {k: v for k, v in inputs.items() if v is not None}  # Cog refuses an explicit null (seed)
     with serving(env, timeout=900) as url:
+        target = parse_target(url)
         out = []
         for streams in levels:
-            target = parse_target(url)
             [(stats, results)] = asyncio.run(
                 run_sweep(target, inputs, [streams], requests=streams, duration_s=3600, timeout=1800, retry_busy=True)
             )

@@ -84,12 +84,13 @@ def _predictor_inputs(spec: TargetSpec, pairs: list[str], question_input: str, p
     inputs = {**(input_defaults(declared) if local else {}), **EVAL_INPUT_DEFAULTS}
     if local and question_input not in declared:
         parser.error(f"--question-input {question_input!r}: predict.py has no such input")
+    types = input_types(declared)
     for pair in pairs:
         if pair.partition("=")[0] == question_input:
             parser.error(f"--input {pair!r}: expected NAME=VALUE, NAME not the question ({question_input})")
         try:
             # Another model's inputs (a server or Replicate target) need not be this predictor's.
-            name, value = parse_assignment(pair, input_types(declared), open_ended=not local)
+            name, value = parse_assignment(pair, types, open_ended=not local)
         except AssignmentError as e:
             parser.error(f"--input {e}")
         inputs[name] = value
