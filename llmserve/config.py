@@ -19,6 +19,8 @@ DEFAULT_MODEL_ID = "tiiuae/falcon-rw-1b"
 # The commit of tiiuae/falcon-rw-1b this project was pinned to; a new commit upstream cannot
 # change what a built image serves.
 DEFAULT_MODEL_REVISION = "e4b9872bb803165eb22f0a867d4e6a64d34fce19"
+# MODEL_ID's name for the real instruct model that comes from the package index (llmserve/serving/embedded.py).
+EMBEDDED_MODEL_ID = "embedded"
 DTYPES = ("auto", "float32", "bfloat16", "float16")
 DEVICES = ("auto", "cpu", "cuda")
 ENGINES = ("auto", "fast", "transformers")
@@ -29,8 +31,10 @@ DEFAULT_MODERATION_RULES = PROJECT_ROOT / "llmserve" / "moderation" / "rules.yam
 
 @dataclass(frozen=True)
 class Settings:
-    # A Hugging Face repo id ("tiiuae/falcon-rw-1b") or a local directory with config.json.
+    # A Hugging Face repo id ("tiiuae/falcon-rw-1b"), a local directory with config.json, or "embedded".
     model_id: str = DEFAULT_MODEL_ID
+    # Whether MODEL_ID was set: the local scripts fall back to the embedded model only when it was not.
+    model_id_given: bool = False
     # Commit, tag or branch on the hub; pinned for the default model, "main" for others.
     model_revision: str = DEFAULT_MODEL_REVISION
     # "auto" = bfloat16 on CUDA and on CPU (measured fastest there: docs/benchmarks.md); or force one.
@@ -39,7 +43,7 @@ class Settings:
     device: str = "auto"
     # Hugging Face cache layout; inside the project so `cog build` bakes the weights in.
     weights_dir: Path = PROJECT_ROOT / "weights"
-    # Only needed for gated or private models.
+    # Only needed for gated or private models: HF_TOKEN, else HUGGINGFACE_HUB_TOKEN (the older name).
     hf_token: str | None = None
     # Cog's own variable: prediction slots, and so the batch the engine decodes at once. `cog build` bakes
     # predict.py's @cog.concurrent(max=32) into the image; elsewhere it defaults to 1, as in Cog.
@@ -64,7 +68,12 @@ class Settings:
     @property
     def is_local(self) -> bool:
         """MODEL_ID names a directory on disk rather than a hub repo."""
-        return Path(self.model_id).expanduser().is_dir()
+        return not self.is_embedded and Path(self.model_id).expanduser().is_dir()
+
+    @property
+    def is_embedded(self) -> bool:
+        """MODEL_ID names the embedded model, fetched from the package index rather than the hub."""
+        return self.model_id == EMBEDDED_MODEL_ID
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -74,11 +83,12 @@ class Settings:
         default_revision = DEFAULT_MODEL_REVISION if model_id == DEFAULT_MODEL_ID else "main"
         settings = cls(
             model_id=model_id,
+            model_id_given=bool(env.get("MODEL_ID")),
             model_revision=env.get("MODEL_REVISION") or default_revision,
             dtype=(env.get("DTYPE") or "auto").lower(),
             device=(env.get("DEVICE") or "auto").lower(),
             weights_dir=weights_dir,
-            hf_token=env.get("HF_TOKEN") or None,
+            hf_token=env.get("HF_TOKEN") or env.get("HUGGINGFACE_HUB_TOKEN") or None,
             max_concurrency=_whole_number(env, "COG_MAX_CONCURRENCY", cls.max_concurrency),
             engine=(env.get("ENGINE") or "auto").lower(),
             compile=(env.get("COMPILE") or "auto").lower(),
@@ -128,6 +138,21 @@ def keep_compiled_code_in(directory: Path) -> Path:
         directory = fallback
     os.environ["TORCHINDUCTOR_CACHE_DIR"] = str(directory)
     return directory
+
+
+def read_env_file(env: Mapping[str, str] | None = None) -> Path | None:
+    """For the local scripts: put ENV_FILE's variables (default: .env at the project root) into os.environ.
+
+    Variables already set win. Returns the file read, or None when there is none.
+    """
+    from dotenv import load_dotenv  # python-dotenv: in requirements-dev.txt, as the scripts are
+
+    env = os.environ if env is None else env
+    path = Path(env.get("ENV_FILE") or PROJECT_ROOT / ".env").expanduser()
+    if not path.is_file():
+        return None
+    load_dotenv(path, override=False)
+    return path
 
 
 def _whole_number(env: Mapping[str, str], name: str, default: int) -> int:

@@ -10,6 +10,7 @@ from ..engine.model import Engine
 from ..errors import ErrorCode, SetupError
 from ..request.answer import Answerer
 from ..request.params import SamplingParams
+from .embedded import EMBEDDED
 from .weights import resolve_model_path
 
 logger = logging.getLogger(__name__)
@@ -23,7 +24,9 @@ def load_answerer(settings: Settings, *, allow_download: bool = True) -> Answere
     path = resolve_model_path(settings, allow_download=allow_download)
     engine = Engine.from_settings(settings, path)
     name = settings.model_id
-    if not settings.is_local:
+    if settings.is_embedded:
+        name = EMBEDDED.label
+    elif not settings.is_local:
         # A snapshot directory is named for the commit it holds: say which, when the revision is a branch.
         resolved = "" if path.name == settings.model_revision else f" (commit {path.name})"
         name = f"{settings.model_id}@{settings.model_revision}{resolved}"

