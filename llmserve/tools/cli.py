@@ -7,6 +7,7 @@ import logging
 import sys
 from collections.abc import Sequence
 
+from ..config import read_env_file
 from ..errors import LLMServeError
 
 # Command -> "module:function", a function of argv that returns the exit status. Imported only when asked for,
@@ -38,6 +39,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     for noisy in _QUIET:
         logging.getLogger(noisy).setLevel(logging.WARNING)
+    read_env_file()  # tokens and settings kept in .env (HF_TOKEN or HUGGINGFACE_HUB_TOKEN, REPLICATE_API_TOKEN)
     module, function = COMMANDS[name].split(":")
     command = getattr(importlib.import_module(module), function)
     try:

@@ -4,15 +4,48 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import logging
 import os
 import sys
 from pathlib import Path
 
-from ..config import PROJECT_ROOT, ServerSettings, Settings
-from ..errors import LLMServeError
+from ..config import EMBEDDED_MODEL_ID, PROJECT_ROOT, ServerSettings, Settings
+from ..errors import ErrorCode, LLMServeError, SetupError
 from .inputs import AssignmentError, declared_inputs, input_defaults, input_types, parse_assignment
 from .openapi import is_schema_current, write_schema
 from .tiny import make_tiny_model as build_tiny_model
+
+logger = logging.getLogger(__name__)
+
+
+def choose_model() -> Settings:
+    """The model the local scripts use: MODEL_ID when set; unset, the default model when it is in the cache or the
+    hub gives it, else the embedded model. Fetches what it chooses, and puts the choice in os.environ for setup().
+    """
+    from ..serving.weights import resolve_model_path
+
+    settings = Settings.from_env()
+    if settings.model_id_given:
+        return settings
+    try:
+        resolve_model_path(settings)
+        return settings
+    except SetupError as e:
+        if e.code != ErrorCode.WeightsNotFound:
+            raise
+        logger.warning(
+            "MODEL_ID is unset and %s is neither in %s nor reachable (%s): answering with the embedded model "
+            "instead. Set MODEL_ID to choose (MODEL_ID=%s for the default model, which then fails when it cannot "
+            "be fetched).",
+            settings.model_id,
+            settings.weights_dir,
+            e.problem,
+            settings.model_id,
+        )
+    os.environ.update(MODEL_ID=EMBEDDED_MODEL_ID)
+    chosen = Settings.from_env()
+    resolve_model_path(chosen)
+    return chosen
 
 
 def predict(argv: list[str]) -> int:
@@ -36,6 +69,7 @@ def predict(argv: list[str]) -> int:
         inputs[name] = value
     predictor = Predictor()
     try:
+        choose_model()
         predictor.setup()
         # run() is a coroutine (so that Cog can serve several at once) that returns the text stream.
         for chunk in asyncio.run(predictor.run(**inputs)):
@@ -44,6 +78,7 @@ def predict(argv: list[str]) -> int:
         print(f"\nerror: {e}", file=sys.stderr)
         return 2
     print()
+    print(f"(answered by {predictor.answerer.model_name})", file=sys.stderr)
     return 0
 
 
@@ -54,7 +89,7 @@ def serve(argv: list[str]) -> int:
     parser.add_argument("--host", default="127.0.0.1", help="default 127.0.0.1: only this machine can connect")
     args = parser.parse_args(argv)
     server = ServerSettings.from_env()
-    settings = Settings.from_env()
+    settings = choose_model()
     env = dict(os.environ)  # the server and its worker inherit the whole configuration
     if settings.is_local:
         env["MODEL_ID"] = str(Path(settings.model_id).expanduser().resolve())  # the server runs from the project root
@@ -81,18 +116,18 @@ def serve(argv: list[str]) -> int:
 
 
 def download_weights(argv: list[str]) -> int:
-    """Fetch MODEL_ID at MODEL_REVISION (and MODERATION_MODEL, if set) into WEIGHTS_DIR."""
+    """Fetch MODEL_ID at MODEL_REVISION (and MODERATION_MODEL, if set) into WEIGHTS_DIR; MODEL_ID unset: see choose_model."""
     parser = argparse.ArgumentParser(prog="scripts/download_weights", description=download_weights.__doc__)
     parser.parse_args(argv)
     from ..serving.moderator import guard_settings
-    from ..serving.weights import download, local_model_path
+    from ..serving.weights import resolve_model_path
 
-    settings = Settings.from_env()
+    settings = choose_model()  # cli.main() reports an LLMServeError
     wanted = [settings]
     if settings.moderation_model:
         wanted.append(guard_settings(settings))
     for model in wanted:
-        print(local_model_path(model) or download(model))  # cli.main() reports an LLMServeError
+        print(resolve_model_path(model))
     return 0
 
 

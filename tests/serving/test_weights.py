@@ -54,11 +54,12 @@ def test_missing_weights_offline_fail_with_what_was_tried_and_the_fix(tmp_path):
     assert "MODEL_ID" in message and "local directory" in message
 
 
-def test_offline_predict_script_fails_fast_with_an_actionable_message(tmp_path):
+def test_offline_predict_script_asked_for_a_hub_model_fails_fast_with_an_actionable_message(tmp_path):
     start = time.perf_counter()
     result = subprocess.run(
         [str(ROOT / "scripts" / "predict"), "¿Hola?"],
-        env={**_env(), "WEIGHTS_DIR": str(tmp_path)},
+        # Asked for by name, the default model is not swapped for the embedded one.
+        env={**_env(), "WEIGHTS_DIR": str(tmp_path), "MODEL_ID": "tiiuae/falcon-rw-1b"},
         capture_output=True,
         text=True,
         timeout=120,

@@ -58,3 +58,46 @@ def test_serve_refuses_a_bad_slot_count_before_starting():
     result = subprocess.run([str(ROOT / "scripts" / "serve"), "--port", "1"], env=env, capture_output=True, text=True)
     assert result.returncode == 2
     assert "E2001 BadConfig: COG_MAX_CONCURRENCY" in result.stderr and "at least 1" in result.stderr
+
+
+def test_the_scripts_read_a_dotenv_file_and_say_which_model_answered(tmp_path, tiny_model_dir):
+    dotenv = tmp_path / ".env"
+    dotenv.write_text(f"# kept out of git\nMODEL_ID={tiny_model_dir}\nDTYPE=float32\n")
+    env = {k: v for k, v in os.environ.items() if k not in ("MODEL_ID", "DTYPE")} | {"ENV_FILE": str(dotenv)}
+    result = subprocess.run(
+        [str(ROOT / "scripts" / "predict"), "hola", "-i", "max_new_tokens=4"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert result.returncode == 0, result.stderr
+    assert f"(answered by {tiny_model_dir})" in result.stderr
+
+
+def test_a_set_variable_wins_over_the_dotenv_file(tmp_path, monkeypatch):
+    from llmserve.config import Settings, read_env_file
+
+    dotenv = tmp_path / ".env"
+    dotenv.write_text("HUGGINGFACE_HUB_TOKEN=hf_from_file\nDTYPE=bfloat16\n")
+    monkeypatch.setenv("ENV_FILE", str(dotenv))
+    monkeypatch.setenv("DTYPE", "float32")
+    monkeypatch.delenv("HUGGINGFACE_HUB_TOKEN", raising=False)
+    assert read_env_file() == dotenv
+    settings = Settings.from_env()
+    monkeypatch.delenv("HUGGINGFACE_HUB_TOKEN")  # read_env_file wrote it outside monkeypatch
+    assert settings.hf_token == "hf_from_file" and settings.dtype == "float32"
+
+
+def test_without_model_id_a_cached_default_model_is_chosen_not_the_embedded_one(tmp_path, tiny_model_dir, monkeypatch):
+    import shutil
+
+    from llmserve.config import DEFAULT_MODEL_REVISION
+    from llmserve.tools.local import choose_model
+
+    snapshot = tmp_path / "models--tiiuae--falcon-rw-1b" / "snapshots" / DEFAULT_MODEL_REVISION
+    shutil.copytree(tiny_model_dir, snapshot)
+    monkeypatch.setenv("WEIGHTS_DIR", str(tmp_path))
+    settings = choose_model()
+    assert settings.model_id == "tiiuae/falcon-rw-1b" and not settings.is_embedded
+    assert "MODEL_ID" not in os.environ
