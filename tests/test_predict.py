@@ -118,6 +118,16 @@ def test_random_seed_is_reported_in_the_logs_and_metrics(predictor, caplog):
     assert f"model={predictor.answerer.model_name}" in caplog.text
 
 
+def test_a_greedy_answer_logs_no_seed_as_random_because_none_was_used(predictor, caplog):
+    from llmserve.request.params import validate_request
+
+    prepared = predictor.answerer.prepare(validate_request(pregunta="Hola", max_new_tokens=2, temperature=0))
+    with caplog.at_level("INFO", logger="llmserve.request.answer"):
+        list(predictor.answerer.stream(prepared))
+    assert "(random)" not in caplog.text
+    assert "seed=unused (greedy)" in caplog.text
+
+
 def test_every_metric_is_recorded_even_for_a_one_token_answer(predictor):
     from llmserve.request.params import validate_request
 

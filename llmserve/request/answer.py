@@ -150,11 +150,15 @@ class _Answer:
         self.prepared = prepared
         self.on_finish = on_finish
         self.stats = stats = Stats(seed=prepared.sampling.seed, input_token_count=len(prepared.prompt_ids))
+        sampling = prepared.sampling
+        if sampling.greedy:
+            seed = "unused (greedy)"  # greedy decoding draws nothing: the seed cannot matter
+        else:
+            seed = f"{stats.seed}{' (random)' if prepared.seed_was_random else ''}"
         logger.info(
-            "generating: model=%s seed=%d%s input_tokens=%d max_new_tokens=%d temperature=%s",
+            "generating: model=%s seed=%s input_tokens=%d max_new_tokens=%d temperature=%s",
             answerer.model_name,
-            stats.seed,
-            " (random)" if prepared.seed_was_random else "",
+            seed,
             stats.input_token_count,
             prepared.sampling.max_new_tokens,
             prepared.sampling.temperature,
