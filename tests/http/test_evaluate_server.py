@@ -47,7 +47,7 @@ def test_scripts_evaluate_against_the_server_writes_the_table(server, tmp_path):
     assert tuple(rows[0]) == COLUMNS and len(rows) == 1 + len(QUESTIONS)
     for (pregunta, gt, answer, score, explanation), question in zip(rows[1:], QUESTIONS, strict=True):
         assert (pregunta, gt) == (question["pregunta"], question["respuesta"])
-        assert answer and 0.0 <= float(score) <= 1.0 and explanation.startswith("EM ")
+        assert answer and float(score) in (0.0, 1.0) and explanation.startswith(("correcta: ", "incorrecta: "))
     summary = json.loads((out / "summary.json").read_text(encoding="utf-8"))
     assert summary["target"] == f"Cog server at {server.url}"
     assert summary["inputs"] == {"temperature": 0.0, "max_new_tokens": 8, "stop_sequences": "\\n\\n"}

@@ -56,12 +56,13 @@ def _markdown_cell(text: str) -> str:
 
 def format_summary(lines: Sequence[Aggregate], score_source: str) -> str:
     """A fixed-width table of the aggregates, for the terminal."""
-    header = ("set", "n", "errors", "EM", "F1", "sim", "judge", f"Score ({score_source})")
+    header = ("set", "n", "errors", "match", "EM", "F1", "sim", "judge", f"Score ({score_source})")
     body = [
         (
             a.name,
             str(a.n),
             str(a.errors),
+            f"{a.match:.3f}",
             f"{a.exact_match:.3f}",
             f"{a.token_f1:.3f}",
             f"{a.similarity:.3f}",
@@ -81,7 +82,7 @@ def write_results(out_dir: Path, results: Sequence[RowResult], *, judged: bool, 
     rows = table_rows(results, judged)
     summary = {
         **meta,
-        "score": "judge" if judged else "similarity",
+        "score": "judge" if judged else "match",
         "aggregates": [asdict(a) for a in aggregates(results, judged)],
         "rows": [
             {
@@ -89,6 +90,8 @@ def write_results(out_dir: Path, results: Sequence[RowResult], *, judged: bool, 
                 "respuesta_gt": r.question.respuesta,
                 "respuesta_llm": r.answer,
                 "categoria": r.question.categoria,
+                "match": r.match,
+                "match_reason": r.match_reason,
                 "exact_match": r.exact_match,
                 "token_f1": r.token_f1,
                 "similarity": r.similarity,

@@ -13,6 +13,7 @@ from ...config import PROJECT_ROOT, JudgeSettings, ReplicateSettings
 from ..inputs import AssignmentError, declared_inputs, input_defaults, input_types, parse_assignment
 from .judges import Judge, JudgeFailed, open_judge, parse_judge
 from .report import format_summary, write_results
+from .matching import reference_match
 from .scoring import Question, RowResult, aggregates, exact_match, load_dataset, token_f1
 from .targets import AnswerFailed, Target, TargetSpec, open_target, parse_target
 
@@ -55,6 +56,7 @@ def evaluate(
     results = []
     for question, (answer, error, seconds), similarity in zip(questions, answers, similarities, strict=True):
         verdict, judge_error = None, ""
+        match = reference_match(answer, question.respuesta, question.pregunta)
         if judge is not None and not error:
             try:
                 verdict = judge.judge(question.pregunta, question.respuesta, answer)
@@ -72,6 +74,8 @@ def evaluate(
                 error=error,
                 judge=verdict,
                 judge_error=judge_error,
+                match=match.score,
+                match_reason=match.reason,
             )
         )
     return results
@@ -162,5 +166,5 @@ def main(argv: list[str] | None = None) -> int:
     for path in write_results(args.out, results, judged=judged, meta=meta):
         print(f"wrote {path}")
     print()
-    print(format_summary(aggregates(results, judged), "judge" if judged else "similarity"))
+    print(format_summary(aggregates(results, judged), "judge" if judged else "match"))
     return 0

@@ -1,6 +1,6 @@
 """Scoring for scripts/evaluate, pure: normalization, exact match, token F1, the judge's prompt and reply, means.
 
-The semantic similarity lives in similarity.py, the model calls in targets.py and judges.py, the tables in report.py.
+The reference match is in matching.py, similarity in similarity.py, model calls in targets/judges, tables in report.
 """
 
 from __future__ import annotations
@@ -51,11 +51,13 @@ class RowResult:
     error: str = ""
     judge: JudgeVerdict | None = None
     judge_error: str = ""
+    match: float = 0.0  # matching.reference_match: 1 when the answer states the reference
+    match_reason: str = ""
 
     def score(self, judged: bool) -> float | None:
-        """The Score column: the judge's score when a judge is used (None if its call failed), else similarity."""
+        """The Score column: the judge's score when a judge is used (None if its call failed), else the match."""
         if not judged:
-            return self.similarity
+            return 0.0 if self.error else self.match
         if self.error:
             return 0.0
         return self.judge.score if self.judge else None
@@ -65,7 +67,7 @@ class RowResult:
             return f"error: {self.error}"
         if judged:
             return self.judge.explanation if self.judge else f"judge error: {self.judge_error}"
-        return metrics_explanation(self.exact_match, self.token_f1, self.similarity)
+        return f"{self.match_reason} ({metrics_explanation(self.exact_match, self.token_f1, self.similarity)})"
 
 
 def normalize(text: str) -> str:
@@ -94,7 +96,7 @@ def token_f1(prediction: str, reference: str) -> float:
 
 
 def metrics_explanation(em: float, f1: float, similarity: float) -> str:
-    """The Explicación column without a judge: "EM 0, F1 0.67, sim 0.82"."""
+    """The metrics written out: "EM 0, F1 0.67, sim 0.82"."""
     return f"EM {em:.0f}, F1 {f1:.2f}, sim {similarity:.2f}"
 
 
@@ -190,6 +192,7 @@ class Aggregate:
     name: str
     n: int
     errors: int
+    match: float
     exact_match: float
     token_f1: float
     similarity: float
@@ -205,6 +208,7 @@ def aggregate(name: str, results: Sequence[RowResult], judged: bool) -> Aggregat
         name=name,
         n=len(results),
         errors=sum(1 for r in results if r.error),
+        match=_mean([r.match for r in results]),
         exact_match=_mean([r.exact_match for r in results]),
         token_f1=_mean([r.token_f1 for r in results]),
         similarity=_mean([r.similarity for r in results]),

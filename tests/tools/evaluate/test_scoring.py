@@ -223,9 +223,35 @@ def _arithmetic(node: ast.AST) -> float:
     raise ValueError(f"not plain arithmetic: {ast.unparse(node)}")
 
 
-def test_every_arithmetic_answer_equals_its_calculation():
-    rows = [json.loads(line) for line in DEFAULT_DATASET.read_text(encoding="utf-8").splitlines() if line.strip()]
-    arithmetic = [r for r in rows if r["categoria"] == "aritmetica"]
+ENGLISH_DATASET = DEFAULT_DATASET.parent / "questions_en.jsonl"
+
+
+def _rows(path) -> list[dict]:
+    return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+
+
+def test_the_english_dataset_asks_the_same_questions_in_the_same_order():
+    spanish, english = _rows(DEFAULT_DATASET), _rows(ENGLISH_DATASET)
+    assert len(spanish) == len(english) == 50
+    for es, en in zip(spanish, english, strict=True):
+        assert es.get("calculo") == en.get("calculo")
+        if "calculo" in es:
+            assert es["respuesta"].replace(",", ".") == en["respuesta"]
+
+
+@pytest.mark.parametrize("dataset", [DEFAULT_DATASET, ENGLISH_DATASET], ids=["es", "en"])
+def test_every_reference_matches_itself_and_a_non_answer_matches_none(dataset):
+    from llmserve.tools.evaluate.matching import reference_match
+
+    for question in load_dataset(dataset):
+        assert reference_match(question.respuesta, question.respuesta).score == 1.0, question
+        assert reference_match("No lo sé. I don't know.", question.respuesta).score == 0.0, question
+
+
+@pytest.mark.parametrize("dataset", [DEFAULT_DATASET, ENGLISH_DATASET], ids=["es", "en"])
+def test_every_arithmetic_answer_equals_its_calculation(dataset):
+    rows = _rows(dataset)
+    arithmetic = [r for r in rows if "calculo" in r]
     assert len(arithmetic) >= 10 and all("calculo" in r for r in arithmetic)
     for row in arithmetic:
         value = _arithmetic(ast.parse(row["calculo"], mode="eval"))
@@ -240,16 +266,20 @@ def _results() -> list[RowResult]:
     q2 = Question("¿7 por 8?", "56", "mat")
     q3 = Question("¿Pipe?", "a|b", "mat")
     return [
-        RowResult(q1, "París", 1.0, 1.0, 0.9, 0.5, judge=JudgeVerdict(1.0, "Correcta.")),
-        RowResult(q2, "Son 54\ny pico", 0.0, 0.0, 0.4, 0.7, judge_error="HTTP 500"),
+        RowResult(q1, "París", 1.0, 1.0, 0.9, 0.5, judge=JudgeVerdict(1.0, "Correcta."), match=1.0,
+                  match_reason="correcta: contiene «paris»"),
+        RowResult(q2, "Son 54\ny pico", 0.0, 0.0, 0.4, 0.7, judge_error="HTTP 500",
+                  match_reason="incorrecta: su último número es 54, la referencia 56"),
         RowResult(q3, "", 0.0, 0.0, 0.0, 0.1, error="E1002 PromptTooLong: pregunta: ..."),
     ]
 
 
-def test_table_rows_without_a_judge_score_similarity_and_explain_the_metrics():
+def test_table_rows_without_a_judge_score_the_reference_match_and_explain_it():
     rows = table_rows(_results(), judged=False)
-    assert rows[0] == ["¿Capital de Francia?", "París", "París", "0.900", "EM 1, F1 1.00, sim 0.90"]
-    assert rows[1][3:] == ["0.400", "EM 0, F1 0.00, sim 0.40"]
+    assert rows[0] == [
+        "¿Capital de Francia?", "París", "París", "1.000", "correcta: contiene «paris» (EM 1, F1 1.00, sim 0.90)"
+    ]
+    assert rows[1][3:] == ["0.000", "incorrecta: su último número es 54, la referencia 56 (EM 0, F1 0.00, sim 0.40)"]
     assert rows[2][3:] == ["0.000", "error: E1002 PromptTooLong: pregunta: ..."]
 
 
@@ -290,8 +320,9 @@ def test_aggregates_overall_and_per_category():
     assert (geo.name, geo.n, mat.name, mat.n) == ("geo", 1, "mat", 2)
     assert mat.judge is None and mat.score == 0.0
     table = format_summary([overall, geo, mat], "judge").splitlines()
-    assert table[0].split() == ["set", "n", "errors", "EM", "F1", "sim", "judge", "Score", "(judge)"]
-    assert table[1].split()[:4] == ["all", "3", "1", "0.333"] and "(1 failed)" in table[1]
+    assert table[0].split() == ["set", "n", "errors", "match", "EM", "F1", "sim", "judge", "Score", "(judge)"]
+    assert table[1].split()[:5] == ["all", "3", "1", "0.333", "0.333"] and "(1 failed)" in table[1]
+    assert aggregates(_results(), judged=False)[0].score == pytest.approx(1 / 3)  # the match, errors count 0
     assert len(table) == 4
 
 
