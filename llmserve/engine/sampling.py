@@ -81,18 +81,31 @@ class SlotSampler:
         self.step[rows] += 1
         return tokens
 
-    def _sample_rows(self, scores: torch.Tensor, rows: slice) -> torch.Tensor:
-        """Temperature, top-k, then top-p, as transformers orders its warpers; Gumbel-max draws the token."""
-        greedy_tokens = scores.argmax(dim=-1)
+    def kept_tokens(self, scores: torch.Tensor, rows: slice) -> torch.Tensor:
+        """Which tokens each row in `rows` may draw from after temperature, top-k and top-p: (len(rows), vocab)."""
+        ordered, order = self._filtered(scores, rows)
+        return torch.zeros_like(scores, dtype=torch.bool).scatter(1, order, ordered > float("-inf"))
+
+    def _filtered(self, scores: torch.Tensor, rows: slice) -> tuple[torch.Tensor, torch.Tensor]:
+        """Temperature, top-k, then top-p, as transformers' warpers do it: the scores in ascending order with -inf
+        where cut, and that order."""
         scaled = scores / self.temperature[rows, None]
-        ordered, order = scaled.sort(dim=-1, descending=True)
-        rank = torch.arange(self.vocab_size, device=self.device)[None, :]
-        keep = rank < self.top_k[rows, None]
-        ordered = ordered.masked_fill(~keep, float("-inf"))
-        probs = ordered.softmax(dim=-1)
-        # Keep the most likely tokens until their mass reaches top_p; the first one always stays.
-        keep &= (probs.cumsum(dim=-1) - probs) < self.top_p[rows, None]
-        ordered = ordered.masked_fill(~keep, float("-inf"))
+        # TopKLogitsWarper: keep every token at least as likely as the k-th, its ties included.
+        descending = scaled.sort(dim=-1, descending=True).values
+        kth = descending.gather(1, (self.top_k[rows, None] - 1).clamp(0, self.vocab_size - 1))
+        scaled = scaled.masked_fill(scaled < kth, float("-inf"))
+        # TopPLogitsWarper: cut the least likely tokens whose mass stays within 1 - top_p; the most likely stays.
+        # Rows at top_p=1 skip it, as generate() adds no warper then (a float32 running sum can reach 1.0 early).
+        ascending, order = scaled.sort(dim=-1)
+        cut = ascending.softmax(dim=-1).cumsum(dim=-1) <= 1 - self.top_p[rows, None]
+        cut[:, -1] = False
+        cut &= (self.top_p[rows] < 1)[:, None]
+        return ascending.masked_fill(cut, float("-inf")), order
+
+    def _sample_rows(self, scores: torch.Tensor, rows: slice) -> torch.Tensor:
+        """Gumbel-max over the filtered scores draws the token; greedy rows take the argmax."""
+        greedy_tokens = scores.argmax(dim=-1)
+        ordered, order = self._filtered(scores, rows)
         noise = uniform_noise(self.seed[rows], self.step[rows], self.vocab_size).gather(1, order)
         choice = (ordered - torch.log(-torch.log(noise))).argmax(dim=-1, keepdim=True)
         sampled = order.gather(1, choice).squeeze(1)
