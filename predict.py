@@ -26,6 +26,13 @@ class Predictor(BaseRunner):
         self.answerer = load_answerer(settings)
         self.moderator = build_moderator(settings)  # None when MODERATION=off
 
+    def healthcheck(self) -> bool:
+        """Cog's health check: False (GET /health-check says UNHEALTHY) once the engine's device has failed."""
+        engine = self.answerer.engine
+        if not engine.healthy:
+            logging.getLogger(__name__).error("unhealthy: %s", engine.fault)
+        return engine.healthy
+
     # Up to 32 predictions share the engine's batch; COG_MAX_CONCURRENCY (baked from this by `cog build`)
     # overrides it at run time and also sets the engine's slots.
     @cog.concurrent(max=32)

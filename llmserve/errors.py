@@ -24,6 +24,8 @@ class ErrorCode(StrEnum):
     WarmupFailed = "E2004"
     # Moderation of the answer: raised while streaming, once the output filter has stopped it.
     OutputBlocked = "E5001"
+    # The engine itself failed (a device error): this server can answer nothing more.
+    EngineBroken = "E5002"
     # The tools keep their own codes beside them: E3xxx in tools/evaluate, E4xxx in tools/replicate,
     # E6xxx in tools/loadtest.
 
@@ -49,3 +51,15 @@ class SetupError(LLMServeError, RuntimeError):
 
 class ModerationError(LLMServeError, RuntimeError):
     """The answer was stopped mid-stream by the moderation policy; nothing that triggered it was emitted."""
+
+
+class EngineBroken(LLMServeError, RuntimeError):
+    """The device failed under the engine; every request ends with this, and the server reports itself unhealthy."""
+
+    def __init__(self, cause: BaseException) -> None:
+        super().__init__(
+            ErrorCode.EngineBroken,
+            "engine",
+            f"the model's device failed ({type(cause).__name__}: {cause}); this server cannot answer any more.",
+            "Restart the server (Replicate replaces an instance whose health check fails); report it if it recurs.",
+        )

@@ -18,6 +18,9 @@ from .device import keep_cudnn_out_of_attention, pick_device_and_dtype
 from .generic import TransformersSlots
 from .scheduler import Backend, Event, Scheduler
 
+# How often a reader with no new token checks that the decode thread is still there.
+_WATCH_SECONDS = 5.0
+
 logger = logging.getLogger(__name__)
 
 # Where configs keep the trained context length, in order of preference.
@@ -159,6 +162,15 @@ class Engine:
         """Stop the decode thread; requests still running end with an error."""
         self.scheduler.close()
 
+    @property
+    def healthy(self) -> bool:
+        """False once the device failed (errors.EngineBroken) or the decode thread is gone: nothing can be served."""
+        return self.scheduler.fault is None and self.scheduler.alive
+
+    @property
+    def fault(self) -> str:
+        return str(self.scheduler.fault or ("" if self.scheduler.alive else "the decode thread has stopped"))
+
     # Text <-> ids --------------------------------------------------------------------------
 
     def encode(self, text: str, *, add_special_tokens: bool = True) -> list[int]:
@@ -182,12 +194,21 @@ class Engine:
         events: queue.SimpleQueue[Event] = queue.SimpleQueue()
         job = self.scheduler.submit(prompt_ids, params, events.put)
         try:
-            while (event := events.get()) is not None:
+            while (event := self._next(events)) is not None:
                 if isinstance(event, BaseException):
                     raise event
                 yield event
         finally:
             self.scheduler.cancel(job)
+
+    def _next(self, events: queue.SimpleQueue[Event]) -> Event:
+        """The request's next event; never waits forever on a decode thread that has stopped."""
+        while True:
+            try:
+                return events.get(timeout=_WATCH_SECONDS)
+            except queue.Empty:
+                if not self.scheduler.alive:
+                    return RuntimeError("the engine's decode thread stopped before this request ended")
 
 
 def _context_length(config, tokenizer) -> int:

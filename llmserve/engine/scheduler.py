@@ -16,6 +16,7 @@ from typing import Protocol
 
 import torch
 
+from ..errors import EngineBroken
 from ..request.params import SamplingParams
 from .sampling import SlotSampler
 
@@ -90,6 +91,10 @@ class Scheduler:
         self._pipelined = backend.device.type == "cuda" if pipelined is None else pipelined
         self._slots: list[Job | None] = [None] * backend.slots
         self._pending: deque[Job] = deque()
+        # Admission matches the slots: as many requests may wait as may run (Cog gives each slot one prediction;
+        # a slot just freed on Cog's side may not be free here for one more step).
+        self.max_admitted = 2 * backend.slots
+        self.fault: EngineBroken | None = None  # set once the device failed: nothing more is admitted
         self._warm_ups: deque[Future[None]] = deque()
         self._wake = threading.Condition()
         self._closing = False
@@ -106,8 +111,15 @@ class Scheduler:
         """Queue a request; its tokens, then None (or an exception), arrive through `sink` on the decode thread."""
         job = Job(prompt_ids=list(prompt_ids), params=params, sink=sink)
         with self._wake:
+            if self.fault is not None:
+                raise self.fault
             if self._closing:
                 raise RuntimeError("the scheduler is closed")
+            if len(self._pending) + self.active() >= self.max_admitted:
+                raise RuntimeError(
+                    f"the engine's queue is full: {self.active()} requests run and {len(self._pending)} wait "
+                    f"for {self.slots} slots"
+                )
             self._pending.append(job)
             self._wake.notify()
         return job
@@ -140,6 +152,10 @@ class Scheduler:
         self._thread.join()
         atexit.unregister(self.close)
 
+    @property
+    def alive(self) -> bool:
+        return self._thread.is_alive()
+
     def active(self) -> int:
         """Requests holding a slot now."""
         return sum(job is not None for job in self._slots)
@@ -156,7 +172,7 @@ class Scheduler:
                 warm_ups = [*self._warm_ups]
                 self._warm_ups.clear()
             for job in jobs:
-                self._finish(job, RuntimeError("the model server is shutting down"))
+                self._finish(job, self.fault or RuntimeError("the model server is shutting down"))
             for done in warm_ups:
                 done.set_exception(RuntimeError("the scheduler is closed"))
 
@@ -283,10 +299,23 @@ class Scheduler:
         if job.done:
             return
         job.done = True
-        if job.slot is not None and self._slots[job.slot] is job:
-            self._slots[job.slot] = None
-            self.backend.release(job.slot)
-        self._emit(job, outcome)
+        try:
+            if job.slot is not None and self._slots[job.slot] is job:
+                self._slots[job.slot] = None
+                if self.fault is None:
+                    self.backend.release(job.slot)  # writes to the device: the fault a GPU reports late
+        except Exception as e:
+            logger.exception("freeing slot %d failed: the engine is broken", job.slot)
+            self._break(e)
+        finally:  # the request is always told, or its reader would wait forever
+            self._emit(job, self.fault or outcome)
+
+    def _break(self, cause: BaseException) -> None:
+        """The device failed: refuse new work, and let the loop end every request with the fault."""
+        with self._wake:
+            self.fault = self.fault or EngineBroken(cause)
+            self._closing = True
+            self._wake.notify()
 
     def _emit(self, job: Job, event: Event) -> None:
         try:

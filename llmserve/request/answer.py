@@ -22,6 +22,8 @@ class TokenEngine(Protocol):
 
     context_length: int
     has_chat_template: bool
+    healthy: bool  # False once the engine can serve nothing more (errors.EngineBroken)
+    fault: str  # why, when it is not healthy
 
     def encode(self, text: str, *, add_special_tokens: bool = True) -> list[int]: ...
     def decode(self, ids: Sequence[int]) -> str: ...
