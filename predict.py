@@ -13,7 +13,9 @@ from cog import BaseRunner, ConcatenateIterator, Input
 from llmserve.config import Settings
 from llmserve.moderation.pipeline import moderate_stream
 from llmserve.moderation.policy import input_texts, moderation_metrics, refusal
+from llmserve.request.cancel import Cancel
 from llmserve.request.params import validate_request
+from llmserve.serving.cogcancel import cancellable, install
 from llmserve.serving.moderator import build_moderator
 
 
@@ -21,6 +23,7 @@ class Predictor(BaseRunner):
     def setup(self) -> None:
         from llmserve.serving.loader import load_answerer  # torch is imported here, not at schema time
 
+        install()  # cancel (and a dropped client) stops the generation: llmserve/serving/cogcancel.py
         logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
         settings = Settings.from_env()
         self.answerer = load_answerer(settings)
@@ -115,21 +118,24 @@ class Predictor(BaseRunner):
         )
         prepared = self.answerer.prepare(request)
         record = _recorder(cog.current_scope())
-        # A plain generator, not an async one: coglet 0.23.1 collects an async generator's items and sends
-        # them only when it ends, but streams a generator that an async run() returns, item by item.
+        cancel = Cancel()
+        # A plain iterator, not an async generator: coglet 0.23.1 collects an async generator's items and sends
+        # them only when it ends, but streams what an async run() returns, item by item.
         if self.moderator is None:
-            return self.answerer.stream(prepared, on_finish=lambda stats: record(stats.metrics()))
+            answer = self.answerer.stream(prepared, on_finish=lambda stats: record(stats.metrics()), cancel=cancel)
+            return cancellable(answer, cancel)
         # A classifier check is a model call: keep it off the event loop that serves the other predictions.
         decision = await asyncio.to_thread(self.moderator.check_input, input_texts(request))
         if not decision.allowed:
             record(moderation_metrics(decision, None))
             raise refusal(decision)
-        return moderate_stream(
-            self.answerer.stream(prepared, on_finish=lambda stats: record(stats.metrics())),
+        answer = moderate_stream(
+            self.answerer.stream(prepared, on_finish=lambda stats: record(stats.metrics()), cancel=cancel),
             self.moderator.output_filter(request.pregunta),
             input_decision=decision,
             on_metrics=record,
         )
+        return cancellable(answer, cancel)
 
 
 def _recorder(scope):

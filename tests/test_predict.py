@@ -237,3 +237,19 @@ def test_unknown_model_directory_fails_setup_clearly(tmp_path, monkeypatch):
     with pytest.raises(SetupError) as info:
         Predictor().setup()
     assert info.value.code is ErrorCode.ModelLoadFailed and "config.json" in str(info.value)
+
+
+def test_a_cancel_from_another_thread_ends_the_answer_as_canceled(predictor):
+    import threading
+
+    from llmserve.request.cancel import Cancel
+    from llmserve.request.params import validate_request
+
+    seen, cancel = [], Cancel()
+    prepared = predictor.answerer.prepare(validate_request(pregunta="Hola", max_new_tokens=150, min_new_tokens=150))
+    chunks = predictor.answerer.stream(prepared, on_finish=seen.append, cancel=cancel)
+    next(chunks)
+    threading.Thread(target=cancel.cancel).start()
+    rest = list(chunks)
+    assert seen[0].stop_reason == "canceled" and seen[0].output_token_count < 150, (len(rest), seen)
+    assert predictor.answerer.engine.scheduler.active() == 0

@@ -12,6 +12,7 @@ from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from ..config import Settings, keep_compiled_code_in
 from ..errors import ErrorCode, SetupError
+from ..request.cancel import Cancel
 from ..request.params import SamplingParams
 from . import falcon
 from .device import keep_cudnn_out_of_attention, pick_device_and_dtype
@@ -189,10 +190,14 @@ class Engine:
 
     # Decoding ------------------------------------------------------------------------------
 
-    def generate(self, prompt_ids: Sequence[int], params: SamplingParams) -> Iterator[int]:
-        """Yield new token ids until EOS or max_new_tokens; EOS is not yielded. Closing it frees the slot."""
+    def generate(
+        self, prompt_ids: Sequence[int], params: SamplingParams, *, cancel: Cancel | None = None
+    ) -> Iterator[int]:
+        """Yield new token ids until EOS or max_new_tokens (EOS not yielded); closing it or `cancel` frees the slot."""
         events: queue.SimpleQueue[Event] = queue.SimpleQueue()
         job = self.scheduler.submit(prompt_ids, params, events.put)
+        if cancel is not None:  # from another thread, while this generator's reader waits for a token
+            cancel.on_cancel(lambda: self.scheduler.cancel(job))
         try:
             while (event := self._next(events)) is not None:
                 if isinstance(event, BaseException):

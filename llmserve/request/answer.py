@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from typing import Protocol
 
 from ..errors import ErrorCode, InputError
+from .cancel import Cancel
 from .params import MAX_SEED, Request, SamplingParams
 from .prompts import build_prompt
 from .textstream import AnswerText
@@ -28,7 +29,9 @@ class TokenEngine(Protocol):
     def encode(self, text: str, *, add_special_tokens: bool = True) -> list[int]: ...
     def decode(self, ids: Sequence[int]) -> str: ...
     def apply_chat_template(self, messages: list[dict[str, str]]) -> str: ...
-    def generate(self, prompt_ids: Sequence[int], params: SamplingParams) -> Iterator[int]: ...
+    def generate(
+        self, prompt_ids: Sequence[int], params: SamplingParams, *, cancel: Cancel | None = None
+    ) -> Iterator[int]: ...
     def close(self) -> None: ...
 
 
@@ -120,16 +123,22 @@ class Answerer:
             )
         raise InputError(ErrorCode.PromptTooLong, "pregunta", problem, fix)
 
-    def stream(self, prepared: Prepared, *, on_finish: Callable[[Stats], None] | None = None) -> Iterator[str]:
-        """The answer's text as it is generated; `on_finish` gets the stats, even if cut short.
+    def stream(
+        self,
+        prepared: Prepared,
+        *,
+        on_finish: Callable[[Stats], None] | None = None,
+        cancel: Cancel | None = None,
+    ) -> Iterator[str]:
+        """The answer's text as it is generated; `on_finish` gets the stats, even if cut short; `cancel` ends it.
 
         Logs its start now, in the caller's context (Cog's per-prediction log capture), not on first use.
         """
-        return self._stream(_Answer(self, prepared, on_finish))
+        return self._stream(_Answer(self, prepared, on_finish), cancel)
 
-    def _stream(self, answer: _Answer) -> Iterator[str]:
+    def _stream(self, answer: _Answer, cancel: Cancel | None) -> Iterator[str]:
         prepared = answer.prepared
-        tokens = self.engine.generate(prepared.prompt_ids, prepared.sampling)
+        tokens = self.engine.generate(prepared.prompt_ids, prepared.sampling, cancel=cancel)
         try:
             for token_id in tokens:
                 if chunk := answer.push(token_id):
@@ -137,7 +146,10 @@ class Answerer:
                 if answer.stopped:
                     break
             else:
-                answer.exhausted()
+                if cancel is not None and cancel.is_set:
+                    answer.stats.stop_reason = "canceled"
+                else:
+                    answer.exhausted()
             if tail := answer.finish():
                 yield tail
         finally:
