@@ -88,6 +88,9 @@ class FalconRWStatic(torch.nn.Module):
         self.register_buffer("layer_index", torch.arange(layers, device=self.device), persistent=False)
         self.min_value = torch.finfo(self.dtype).min
         self._lengths = [0] * slots  # positions[] as known on the CPU, without a device sync
+        # Slots holding a request. The others may still step (padding to a power of two) but keep length 0, so
+        # that they never widen the span the real rows attend over.
+        self._occupied = [False] * slots
         # On CPU, matrix-vector products read bf16 weights about 1.3x faster than one-row matrix products
         # (docs/benchmarks.md). float32 keeps one kernel for every batch size, so answers stay bit-identical.
         self._gemv = self.device.type == "cpu" and self.dtype != torch.float32 and step == "eager"
@@ -130,6 +133,7 @@ class FalconRWStatic(torch.nn.Module):
             x = self._finish_layer(layer, x, F.scaled_dot_product_attention(q, k, v, attn_mask=mask))
         self.positions[slot] = length
         self._lengths[slot] = length
+        self._occupied[slot] = True
         return self._logits(x[:, -1]).squeeze(0)
 
     @torch.inference_mode()
@@ -137,7 +141,8 @@ class FalconRWStatic(torch.nn.Module):
         """One token for each of the first `rows` slots: (rows,) ids in, (rows, vocab) float32 logits out."""
         span = self.span(max(self._lengths[:rows]) + 1)
         for row in range(rows):
-            self._lengths[row] = min(self._lengths[row] + 1, self.max_length - 1)
+            if self._occupied[row]:
+                self._lengths[row] = min(self._lengths[row] + 1, self.max_length - 1)
         return self._decode(tokens, rows, span)
 
     def span(self, longest: int) -> int:
@@ -154,6 +159,7 @@ class FalconRWStatic(torch.nn.Module):
     def release(self, slot: int) -> None:
         """Forget the slot's length so that it no longer widens the span; the next prefill overwrites the rest."""
         self._lengths[slot] = 0
+        self._occupied[slot] = False
         self.positions[slot] = 0
 
     def warm_up(self, batch_sizes: Sequence[int]) -> None:
@@ -177,6 +183,7 @@ class FalconRWStatic(torch.nn.Module):
                         self._decode.capture(rows, span)
         self.positions.zero_()
         self._lengths = [0] * self.slots
+        self._occupied = [False] * self.slots
         logger.info("decode step (%s) ready for batch sizes %s and spans %s", self.step, sizes, spans)
 
     def _decode_step(self, tokens: torch.Tensor, rows: int, span: int) -> torch.Tensor:

@@ -55,3 +55,25 @@ def test_the_predictor_reports_itself_unhealthy_once_its_engine_broke(tiny_model
     scheduler = predictor.answerer.engine.scheduler
     scheduler._break(RuntimeError("device lost"))  # what a failed release() does
     assert predictor.healthcheck() is False
+
+
+def test_padding_rows_of_a_falcon_batch_do_not_widen_the_attention_span(tiny_model_dir, make_engine):
+    """Rows added to reach a power of two hold no request: their length must not grow, or every step reads more."""
+    engine = make_engine(tiny_model_dir, slots=4)  # the fast Falcon-RW path; context 256, spans of 128
+    backend = engine.backend
+    spans: list[tuple[int, int]] = []
+    step = backend._decode
+    backend._decode = lambda tokens, rows, span: spans.append((rows, span)) or step(tokens, rows, span)
+    prompt = engine.encode("Hola")
+    first = [Recorder() for _ in range(4)]
+    for n, r in zip([150, 150, 150, 1], first, strict=True):  # slot 3 ends at once and is padding from then on
+        engine.scheduler.submit(prompt, params(max_new_tokens=n, min_new_tokens=n), r)
+    for r in first:
+        r.wait(finished)
+    spans.clear()
+    second = [Recorder() for _ in range(3)]  # slots 0-2 again, short: 4 rows, one of them padding
+    for r in second:
+        engine.scheduler.submit(prompt, params(max_new_tokens=8, min_new_tokens=8), r)
+    for r in second:
+        r.wait(finished)
+    assert spans and all(span == 128 for _, span in spans), spans
