@@ -47,6 +47,8 @@ class FakeCog:
     url: str = ""
     requests: list[tuple[str, str, dict]] = field(default_factory=list)
     release: threading.Event = field(default_factory=threading.Event)
+    # What GET /health-check answers, one status per call; the last one stays.
+    health: list[str] = field(default_factory=lambda: ["READY"])
 
 
 @contextmanager
@@ -55,7 +57,8 @@ def serve_fake_cog(fake: FakeCog) -> Iterator[FakeCog]:
         protocol_version = "HTTP/1.1"
 
         def do_GET(self) -> None:
-            self.send_json(200, {"status": "READY"})
+            status = fake.health.pop(0) if len(fake.health) > 1 else fake.health[0]
+            self.send_json(200, {"status": status})
 
         def do_POST(self) -> None:
             body = self.read_json() or {}
@@ -67,6 +70,8 @@ def serve_fake_cog(fake: FakeCog) -> Iterator[FakeCog]:
                 self.send_json(422, {"detail": [{"loc": ["body", "input", "top_k"]}]})
             elif fake.behaviour == "json":
                 self.send_json(200, {"detail": "This model does not support streaming responses"})
+            elif fake.behaviour == "ok":
+                self.send_body(200, COGLET_STREAM.encode(), "text/event-stream")
             elif fake.behaviour == "truncated":
                 self.send_body(200, COGLET_STREAM.split("event: completed")[0].encode(), "text/event-stream")
             elif fake.behaviour == "hang":

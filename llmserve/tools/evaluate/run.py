@@ -11,6 +11,7 @@ from typing import Any, Protocol
 
 from ...config import PROJECT_ROOT, JudgeSettings, ReplicateSettings
 from ..inputs import AssignmentError, declared_inputs, input_defaults, input_types, parse_assignment
+from .errors import EvalError
 from .judges import Judge, JudgeFailed, open_judge, parse_judge
 from .matching import reference_match
 from .report import format_summary, write_results
@@ -28,6 +29,15 @@ class Similarity(Protocol):
     def similarities(self, pairs: Sequence[tuple[str, str]]) -> list[float]: ...
 
 
+class RunStopped(Exception):
+    """The target was lost mid-run (or the run interrupted): `results` holds every row, the unasked ones as errors."""
+
+    def __init__(self, results: list[RowResult], cause: BaseException) -> None:
+        super().__init__(str(cause))
+        self.results = results
+        self.cause = cause
+
+
 def evaluate(
     questions: Sequence[Question],
     target: Target,
@@ -37,18 +47,28 @@ def evaluate(
     judge: Judge | None = None,
     question_input: str = "pregunta",
 ) -> list[RowResult]:
-    """Answer every question, then score: EM and F1, similarity in one batch, then the judge row by row."""
+    """Answer every question, then score: EM and F1, similarity in one batch, then the judge row by row.
+
+    A failed prediction is its row's error; a lost target (or Ctrl-C) raises RunStopped with every row scored.
+    """
     answers: list[tuple[str, str, float]] = []
+    stopped: BaseException | None = None
     for number, question in enumerate(questions, start=1):
         start = time.perf_counter()
         try:
             answer, error = target.answer({**inputs, question_input: question.pregunta}), ""
         except AnswerFailed as e:
             answer, error = "", str(e)
+        except (EvalError, KeyboardInterrupt) as e:
+            stopped = e
+            logger.error("[%d/%d] the run stops: %s", number, len(questions), e or "interrupted")
+            break
         seconds = time.perf_counter() - start
         answers.append((answer.strip(), error, seconds))
         status = f"failed: {error}" if error else f"{len(answer)} chars"
         logger.info("[%d/%d] %.1f s, %s: %s", number, len(questions), seconds, status, question.pregunta[:60])
+    if stopped is not None:
+        answers += [("", f"not asked: {stopped or 'interrupted'}", 0.0)] * (len(questions) - len(answers))
 
     similarities = embedder.similarities(
         [(answer, q.respuesta) for q, (answer, _, _) in zip(questions, answers, strict=True)]
@@ -78,6 +98,8 @@ def evaluate(
                 match_reason=match.reason,
             )
         )
+    if stopped is not None:
+        raise RunStopped(results, stopped)
     return results
 
 
@@ -150,10 +172,13 @@ def main(argv: list[str] | None = None) -> int:
     from .similarity import Embedder
 
     target = open_target(spec, replicate_settings)
+    stopped: BaseException | None = None
     try:
         results = evaluate(
             questions, target, inputs=inputs, embedder=Embedder(), judge=judge, question_input=args.question_input
         )
+    except RunStopped as e:  # write what was answered, then say why the rest was not
+        results, stopped = e.results, e.cause
     finally:
         target.close()
     meta = {
@@ -161,10 +186,15 @@ def main(argv: list[str] | None = None) -> int:
         "dataset": str(args.dataset),
         "inputs": dict(inputs),
         "judge": judge.description if judge else None,
+        "stopped": str(stopped or "interrupted") if stopped is not None else None,
     }
     judged = judge is not None
     for path in write_results(args.out, results, judged=judged, meta=meta):
         print(f"wrote {path}")
     print()
     print(format_summary(aggregates(results, judged), "judge" if judged else "match"))
+    if isinstance(stopped, EvalError):
+        raise stopped  # cli.main prints it and exits with 2, after the partial results are on disk
+    if stopped is not None:
+        raise KeyboardInterrupt
     return 0

@@ -13,7 +13,7 @@ from urllib.parse import urlparse
 import httpx
 
 from ...config import ReplicateSettings
-from ...errors import InputError
+from ...errors import LLMServeError
 from ..cogserver import BROKEN, Backoff, send_while_busy
 from ..replicate.api import error_text, make_client, parse_ref
 from .errors import EvalCode, EvalError
@@ -98,8 +98,10 @@ class LocalTarget:
     def answer(self, inputs: dict[str, Any]) -> str:
         try:
             return join_output(list(asyncio.run(self._predictor.run(**inputs))))
-        except InputError as e:
+        except LLMServeError as e:  # bad input, a blocked answer, a broken engine: that question failed
             raise AnswerFailed(str(e)) from e
+        except Exception as e:  # anything else the model raised: the run goes on, the row says what
+            raise AnswerFailed(f"{type(e).__name__}: {e}") from e
 
     def close(self) -> None:
         """Nothing to release: the predictor lives as long as the process."""
@@ -145,6 +147,8 @@ class ServerTarget:
             raise EvalError(
                 EvalCode.BadEvalTarget, "--target", f"lost the server at {self.url} ({e}).", "Is it still running?"
             ) from e
+        except httpx.TimeoutException as e:  # it took the request but gave no answer in time: this question fails
+            raise AnswerFailed(f"no answer within {self.timeout:g} s ({type(e).__name__})") from e
         try:
             body = response.json()
         except ValueError:

@@ -92,6 +92,15 @@ def server_ready(target: Target, timeout: float) -> None:
         raise LoadTestError(LoadTestCode.ServerNotReady, "--url", problem, fix) from e
 
 
+class SweepStopped(Exception):
+    """The server broke between levels: `levels` holds the ones that finished, `cause` why no more ran."""
+
+    def __init__(self, levels: list[tuple[LevelStats, list[RequestResult]]], cause: LoadTestError) -> None:
+        super().__init__(str(cause))
+        self.levels = levels
+        self.cause = cause
+
+
 async def run_sweep(
     target: Target,
     inputs: dict[str, Any],
@@ -104,8 +113,11 @@ async def run_sweep(
     think_time_s: float = 0.0,
     replicate_client: Any = None,
 ) -> list[tuple[LevelStats, list[RequestResult]]]:
-    """Every concurrency level in turn; a local server is left idle (READY) between levels and at the end."""
-    out = []
+    """Every concurrency level in turn; a local server is left idle (READY) between levels and at the end.
+
+    SweepStopped, with the finished levels, when the server is not READY again between levels.
+    """
+    out: list[tuple[LevelStats, list[RequestResult]]] = []
     limits = httpx.Limits(max_connections=max(levels) + 4, max_keepalive_connections=max(levels) + 4)
     async with httpx.AsyncClient(timeout=httpx.Timeout(timeout, connect=10), limits=limits, trust_env=False) as http:
         if target.is_local:
@@ -114,7 +126,7 @@ async def run_sweep(
             send = ReplicateSender(replicate_client, target, inputs, timeout=timeout)
         for users in levels:
             if target.is_local:
-                await asyncio.to_thread(server_ready, target, timeout)
+                await _ready_or_stop(target, timeout, out)
             results, wall = await run_level(
                 send, users=users, requests=requests, duration_s=duration_s, think_time_s=think_time_s
             )
@@ -125,8 +137,17 @@ async def run_sweep(
             )  # fmt: skip
             out.append((stats, results))
         if target.is_local:
-            await asyncio.to_thread(server_ready, target, timeout)
+            await _ready_or_stop(target, timeout, out)
     return out
+
+
+async def _ready_or_stop(target: Target, timeout: float, done: list[tuple[LevelStats, list[RequestResult]]]) -> None:
+    try:
+        await asyncio.to_thread(server_ready, target, timeout)
+    except LoadTestError as e:
+        if not done:
+            raise  # nothing measured yet: the plain error, before any file is written
+        raise SweepStopped(done, e) from e
 
 
 def main(argv: list[str]) -> int:
@@ -202,12 +223,16 @@ def main(argv: list[str]) -> int:
             raise bad_option(option, f"is {getattr(args, name)}.", "Give a number above 0.")
     # E4004 MissingApiToken before any request when REPLICATE_API_TOKEN is not set.
     client = None if target.is_local else make_client(ReplicateSettings.from_env())
-    sweep = asyncio.run(
-        run_sweep(
-            target, inputs, levels, requests=args.requests, duration_s=args.duration, timeout=args.timeout,
-            retry_busy=args.retry_busy, think_time_s=args.think_time, replicate_client=client,
-        )
-    )  # fmt: skip
+    stopped: LoadTestError | None = None
+    try:
+        sweep = asyncio.run(
+            run_sweep(
+                target, inputs, levels, requests=args.requests, duration_s=args.duration, timeout=args.timeout,
+                retry_busy=args.retry_busy, think_time_s=args.think_time, replicate_client=client,
+            )
+        )  # fmt: skip
+    except SweepStopped as e:  # write the finished levels, then say why the rest did not run
+        sweep, stopped = e.levels, e.cause
     stats = [s for s, _ in sweep]
     results = [r for _, rs in sweep for r in rs]
     report = cost_report(
@@ -225,6 +250,7 @@ def main(argv: list[str]) -> int:
         "settings": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()},
         "levels": [asdict(s) for s in stats],
         "cost": None if report is None else asdict(report),
+        "stopped": None if stopped is None else str(stopped),
     }
     files = write_results(args.out, payload, results) + [write_chart(stats, args.out / "latency.png", title)]
     print("wrote " + ", ".join(str(p) for p in files))
@@ -240,4 +266,6 @@ def main(argv: list[str]) -> int:
     print(format_cost_report(report) if report else "No successful request: no cost to report.")
     print()
     print(format_table(stats))
+    if stopped is not None:
+        raise stopped  # cli.main prints it and exits with 2, once the finished levels are on disk
     return 0 if any(s.ok for s in stats) else 1

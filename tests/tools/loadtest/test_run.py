@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 
 from llmserve.tools import cli
 from llmserve.tools.loadtest.run import run_level
@@ -61,3 +62,16 @@ def test_main_says_how_to_start_a_server_that_is_not_there(tmp_path, capsys):
         url = fake.url  # closed once the block ends
     assert cli.main(["loadtest", "--url", url, "--out", str(tmp_path / "out")]) == 2
     assert "Start the server first" in capsys.readouterr().err
+
+
+def test_a_server_that_breaks_between_levels_still_gets_the_finished_levels_written(tmp_path, capsys):
+    fake = FakeCog("ok", health=["READY", "DEFUNCT"])  # READY before the first level, broken after it
+    with serve_fake_cog(fake):
+        code = cli.main(
+            ["loadtest", "--url", fake.url, "--users", "1,2", "--requests", "2", "--out", str(tmp_path / "out")]
+        )
+    assert code == 2 and "E6003 ServerNotReady" in capsys.readouterr().err
+    payload = json.loads((tmp_path / "out" / "results.json").read_text(encoding="utf-8"))
+    assert [level["users"] for level in payload["levels"]] == [1] and payload["levels"][0]["ok"] == 2
+    assert payload["stopped"].startswith("E6003 ServerNotReady")
+    assert len((tmp_path / "out" / "requests.csv").read_text(encoding="utf-8").splitlines()) == 1 + 2
