@@ -167,11 +167,17 @@ def _whole_number(env: Mapping[str, str], name: str, default: int) -> int:
 class ServerSettings:
     # Port of the Cog HTTP server that scripts/serve starts (its --port wins).
     port: int = 5000
+    # Its prediction slots when COG_MAX_CONCURRENCY is unset: 2, not Cog's 1, because coglet frees a slot a moment
+    # after a prediction's last event, so a client that sends its next request at once would get 409 from one slot.
+    max_concurrency: int = 2
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> ServerSettings:
         env = os.environ if env is None else env
-        return cls(port=_whole_number(env, "PORT", cls.port))
+        return cls(
+            port=_whole_number(env, "PORT", cls.port),
+            max_concurrency=_whole_number(env, "COG_MAX_CONCURRENCY", cls.max_concurrency),
+        )
 
 
 @dataclass(frozen=True)

@@ -64,8 +64,9 @@ def test_local_directory_is_detected(tmp_path: Path):
 
 
 def test_server_settings():
-    assert ServerSettings.from_env({}) == ServerSettings(port=5000)
+    assert ServerSettings.from_env({}) == ServerSettings(port=5000, max_concurrency=2)
     assert ServerSettings.from_env({"PORT": "5077"}).port == 5077
+    assert ServerSettings.from_env({"COG_MAX_CONCURRENCY": "8"}).max_concurrency == 8
     with pytest.raises(SetupError):
         ServerSettings.from_env({"PORT": "http"})
 

@@ -101,14 +101,14 @@ def serve(argv: list[str]) -> int:
         print(f"updated {write_schema()} from predict.py: commit it", flush=True)
     env.update(
         PORT=str(port),
-        COG_MAX_CONCURRENCY=str(settings.max_concurrency),
+        COG_MAX_CONCURRENCY=str(server.max_concurrency),
         COG_PREDICT_TYPE_STUB="predict.py:Predictor",
         # coglet starts its worker with the `python` found first on PATH: make it this interpreter.
         PATH=os.pathsep.join([str(Path(sys.executable).parent), env.get("PATH", "")]),
         PYTHONPATH=os.pathsep.join(p for p in (str(PROJECT_ROOT), env.get("PYTHONPATH")) if p),
     )
     print(
-        f"serving predict.py:Predictor on http://{args.host}:{port} (COG_MAX_CONCURRENCY={settings.max_concurrency})",
+        f"serving predict.py:Predictor on http://{args.host}:{port} (COG_MAX_CONCURRENCY={server.max_concurrency})",
         flush=True,
     )
     os.execve(sys.executable, [sys.executable, "-m", "cog.server.http", "--host", args.host], env)
