@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import difflib
 import json
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 # What a JSON type takes, in words, for the messages about a value that does not parse.
@@ -50,7 +51,9 @@ def parse_assignment(pair: str, types: Mapping[str, str], *, open_ended: bool = 
         raise AssignmentError(f"{pair!r} is not NAME=VALUE.", fix)
     if name not in types:
         if not open_ended:
-            raise AssignmentError(f"{name!r} is not an input of the predictor.", f"Use one of {names}.")
+            nearest = nearest_input(name, types)
+            hint = f"Did you mean {nearest}? " if nearest else ""
+            raise AssignmentError(f"{name!r} is not an input of the predictor.", f"{hint}Use one of {names}.")
         try:
             return name, json.loads(raw)
         except json.JSONDecodeError:
@@ -61,3 +64,16 @@ def parse_assignment(pair: str, types: Mapping[str, str], *, open_ended: bool = 
     except ValueError:
         expected = EXPECTED[kind]
         raise AssignmentError(f"{pair!r}: {name} takes {expected}.", f"Give {name} {expected}.") from None
+
+
+# Replicate's LLM inputs (cog-vllm's schema) that this predictor names the way transformers' generate() does.
+_SYNONYMS = {"max_tokens": "max_new_tokens", "min_tokens": "min_new_tokens", "prompt": "pregunta"}
+
+
+def nearest_input(name: str, declared: Iterable[str]) -> str | None:
+    """The declared input a misspelt or foreign name most likely meant: max_tokens -> max_new_tokens."""
+    declared = list(declared)
+    if _SYNONYMS.get(name) in declared:
+        return _SYNONYMS[name]
+    close = difflib.get_close_matches(name, declared, n=1, cutoff=0.6)
+    return close[0] if close else None

@@ -33,11 +33,16 @@ def test_make_tiny_model_then_predict_streams_an_answer(tmp_path):
     assert answered.stdout.strip()
 
 
-def test_predict_rejects_an_unknown_input_name(tmp_path):
+def test_predict_rejects_an_unknown_input_name_and_names_the_one_meant(tmp_path):
     result = subprocess.run(
         [str(ROOT / "scripts" / "predict"), "hola", "-i", "temprature=0"], capture_output=True, text=True
     )
-    assert result.returncode == 2 and "temprature" in result.stderr and "temperature" in result.stderr
+    assert result.returncode == 2 and "'temprature' is not an input" in result.stderr
+    assert "Did you mean temperature?" in result.stderr
+    result = subprocess.run(
+        [str(ROOT / "scripts" / "predict"), "hola", "-i", "max_tokens=3"], capture_output=True, text=True
+    )
+    assert result.returncode == 2 and "Did you mean max_new_tokens?" in result.stderr
 
 
 def test_predict_reports_a_bad_value_with_its_code(tiny_model_dir):
