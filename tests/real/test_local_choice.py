@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 import os
-import subprocess
 
 import httpx
 
 from llmserve.serving.embedded import EMBEDDED
 from llmserve.tools.cogserver import serving
-from tests.helpers import ROOT
+from tests.helpers import run_script
 
 
 def _without_the_default_model(embedded_dir, tmp_path) -> dict[str, str]:
@@ -21,13 +20,7 @@ def _without_the_default_model(embedded_dir, tmp_path) -> dict[str, str]:
 
 def test_predict_without_model_id_or_hub_answers_with_the_embedded_model(embedded_dir, tmp_path):
     env = _without_the_default_model(embedded_dir, tmp_path)
-    result = subprocess.run(
-        [str(ROOT / "scripts" / "predict"), "What is the capital of France?", "-i", "temperature=0"],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
+    result = run_script("predict", "What is the capital of France?", "-i", "temperature=0", env=env, timeout=600)
     assert result.returncode == 0, result.stderr
     assert "Paris" in result.stdout
     assert "MODEL_ID is unset and tiiuae/falcon-rw-1b is neither in" in result.stderr

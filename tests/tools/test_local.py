@@ -3,64 +3,41 @@
 from __future__ import annotations
 
 import os
-import subprocess
 
-from tests.helpers import ROOT
+from tests.helpers import run_script
 
 
 def test_make_tiny_model_then_predict_streams_an_answer(tmp_path):
     model = tmp_path / "tiny"
-    made = subprocess.run([str(ROOT / "scripts" / "make_tiny_model"), str(model)], capture_output=True, text=True)
+    made = run_script("make_tiny_model", str(model))
     assert made.returncode == 0, made.stderr
     assert {"config.json", "model.safetensors", "tokenizer.json"} <= {p.name for p in model.iterdir()}
 
     env = {**os.environ, "MODEL_ID": str(model)}
-    answered = subprocess.run(
-        [
-            str(ROOT / "scripts" / "predict"),
-            "¿Qué es el aprendizaje automático?",
-            "-i",
-            "max_new_tokens=8",
-            "-i",
-            "temperature=0",
-        ],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=300,
+    answered = run_script(
+        "predict", "¿Qué es el aprendizaje automático?", "-i", "max_new_tokens=8", "-i", "temperature=0", env=env
     )
     assert answered.returncode == 0, answered.stderr
     assert answered.stdout.strip()
 
 
 def test_predict_rejects_an_unknown_input_name_and_names_the_one_meant(tmp_path):
-    result = subprocess.run(
-        [str(ROOT / "scripts" / "predict"), "hola", "-i", "temprature=0"], capture_output=True, text=True
-    )
+    result = run_script("predict", "hola", "-i", "temprature=0")
     assert result.returncode == 2 and "'temprature' is not an input" in result.stderr
     assert "Did you mean temperature?" in result.stderr
-    result = subprocess.run(
-        [str(ROOT / "scripts" / "predict"), "hola", "-i", "max_tokens=3"], capture_output=True, text=True
-    )
+    result = run_script("predict", "hola", "-i", "max_tokens=3")
     assert result.returncode == 2 and "Did you mean max_new_tokens?" in result.stderr
 
 
 def test_predict_reports_a_bad_value_with_its_code(tiny_model_dir):
-    env = {**os.environ, "MODEL_ID": str(tiny_model_dir)}
-    result = subprocess.run(
-        [str(ROOT / "scripts" / "predict"), "hola", "-i", "top_k=5000"],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
+    result = run_script("predict", "hola", "-i", "top_k=5000", env={**os.environ, "MODEL_ID": str(tiny_model_dir)})
     assert result.returncode == 2 and "E1006 OutOfRange: top_k" in result.stderr
 
 
 def test_serve_refuses_a_bad_slot_count_before_starting():
     # coglet would silently fall back to 1 slot while the engine sized its batch from the same variable.
     env = {**os.environ, "COG_MAX_CONCURRENCY": "0"}
-    result = subprocess.run([str(ROOT / "scripts" / "serve"), "--port", "1"], env=env, capture_output=True, text=True)
+    result = run_script("serve", "--port", "1", env=env)
     assert result.returncode == 2
     assert "E2001 BadConfig: COG_MAX_CONCURRENCY" in result.stderr and "at least 1" in result.stderr
 
@@ -69,13 +46,7 @@ def test_the_scripts_read_a_dotenv_file_and_say_which_model_answered(tmp_path, t
     dotenv = tmp_path / ".env"
     dotenv.write_text(f"# kept out of git\nMODEL_ID={tiny_model_dir}\nDTYPE=float32\n")
     env = {k: v for k, v in os.environ.items() if k not in ("MODEL_ID", "DTYPE")} | {"ENV_FILE": str(dotenv)}
-    result = subprocess.run(
-        [str(ROOT / "scripts" / "predict"), "hola", "-i", "max_new_tokens=4"],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
+    result = run_script("predict", "hola", "-i", "max_new_tokens=4", env=env)
     assert result.returncode == 0, result.stderr
     assert f"(answered by {tiny_model_dir})" in result.stderr
 
