@@ -14,7 +14,8 @@ from ...config import PROJECT_ROOT, Settings
 from ...moderation.policy import CATEGORIES
 from ..tables import align
 
-DEFAULT_CORPUS = PROJECT_ROOT / "data" / "moderation" / "requests.jsonl"
+# The development part (rules may be written against it) and the held-out part (never tuned on; data/moderation/).
+DEFAULT_CORPORA = [PROJECT_ROOT / "data" / "moderation" / name for name in ("requests.jsonl", "heldout.jsonl")]
 SPLITS = ("dev", "heldout")
 
 
@@ -101,16 +102,19 @@ def markdown(report: dict) -> str:
 def main(argv: list[str]) -> int:
     """Check every request of the corpus with the configured guardrails (MODERATION_RULES, MODERATION_MODEL)."""
     parser = argparse.ArgumentParser(prog="scripts/moderation_report", description=main.__doc__)
-    parser.add_argument("--corpus", type=Path, default=DEFAULT_CORPUS, help="JSONL of labelled requests")
+    parser.add_argument(
+        "--corpus", type=Path, action="append", help="JSONL of labelled requests (repeatable; default data/moderation/)"
+    )
     parser.add_argument("--out", type=Path, required=True, metavar="DIR", help="for report.json and report.md")
     args = parser.parse_args(argv)
     from ...serving.moderator import build_moderator
 
     settings = Settings.from_env()
     moderator = build_moderator(replace(settings, moderation="input"))
-    verdicts = check_all(moderator, load_corpus(args.corpus))
+    corpora = args.corpus or DEFAULT_CORPORA
+    verdicts = check_all(moderator, [item for path in corpora for item in load_corpus(path)])
     report = {
-        "corpus": str(args.corpus),
+        "corpus": [str(path) for path in corpora],
         "backend": moderator.name,
         "rules": str(settings.moderation_rules),
         "model": settings.moderation_model or None,
