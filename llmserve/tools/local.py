@@ -7,6 +7,9 @@ import asyncio
 import logging
 import os
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
+from logging.handlers import MemoryHandler
 from pathlib import Path
 
 from ..config import EMBEDDED_MODEL_ID, PROJECT_ROOT, ServerSettings, Settings
@@ -71,15 +74,35 @@ def predict(argv: list[str]) -> int:
     try:
         choose_model()
         predictor.setup()
-        # run() is a coroutine (so that Cog can serve several at once) that returns the text stream.
-        for chunk in asyncio.run(predictor.run(**inputs)):
-            print(chunk, end="", flush=True)
+        # run() is a coroutine (so that Cog can serve several at once) that returns the text stream. Its log lines
+        # wait until the answer has been printed, so that they do not cut it in two on the terminal.
+        with _logs_after():
+            for chunk in asyncio.run(predictor.run(**inputs)):
+                print(chunk, end="", flush=True)
+            print()
     except LLMServeError as e:
         print(f"\nerror: {e}", file=sys.stderr)
         return 2
-    print()
     print(f"(answered by {predictor.answerer.model_name})", file=sys.stderr)
     return 0
+
+
+@contextmanager
+def _logs_after() -> Iterator[None]:
+    """Hold the log records emitted inside the block and write them, in order, when it ends."""
+    root = logging.getLogger()
+    handlers = root.handlers[:]
+    held = MemoryHandler(capacity=1_000_000, flushLevel=logging.CRITICAL + 1)
+    root.handlers = [held]
+    try:
+        yield
+    finally:
+        root.handlers = handlers
+        for record in held.buffer:
+            for handler in handlers:
+                if record.levelno >= handler.level:
+                    handler.handle(record)
+        held.close()
 
 
 def serve(argv: list[str]) -> int:

@@ -49,6 +49,7 @@ def test_the_scripts_read_a_dotenv_file_and_say_which_model_answered(tmp_path, t
     result = run_script("predict", "hola", "-i", "max_new_tokens=4", env=env)
     assert result.returncode == 0, result.stderr
     assert f"(answered by {tiny_model_dir})" in result.stderr
+    assert "finished: stop=" in result.stderr  # the answer's log lines, written once it has been printed
 
 
 def test_a_set_variable_wins_over_the_dotenv_file(tmp_path, monkeypatch):
