@@ -44,3 +44,21 @@ def test_the_report_counts_refusals_per_category_and_false_positives(tmp_path):
     assert heldout["safe (false positives)"]["rate"] == 0.0 and report["backend"] == "rules"
     assert report["latency_ms"]["max"] > 0
     assert "| S9 Indiscriminate Weapons | 2 | 1 | 50.0% |" in (tmp_path / "out" / "report.md").read_text()
+
+
+def test_replay_measures_what_the_output_filter_holds_back_and_stops():
+    from llmserve.config import DEFAULT_MODERATION_RULES
+    from llmserve.moderation.rules import RulesOutputFilter, load_rules
+    from llmserve.tools.moderation.output import UNSAFE_ECHOES, replay, summary
+
+    rules = load_rules(DEFAULT_MODERATION_RULES)
+    words = "The capital of France is Paris and it is lovely".split()
+    chunks = [(float(i), ("" if i == 0 else " ") + w) for i, w in enumerate(words)]  # one word a second
+    ordinary = replay(RulesOutputFilter(rules), chunks)
+    assert ordinary.emitted == ordinary.answer and not ordinary.blocked
+    assert ordinary.max_words_held == 4  # three complete words and the partial one after them
+    assert max(ordinary.delays_ms) == 4000 and min(ordinary.delays_ms) == 0
+    pieces = UNSAFE_ECHOES[0].split(" ")
+    unsafe = replay(RulesOutputFilter(rules), [(float(i), (" " if i else "") + w) for i, w in enumerate(pieces)])
+    assert unsafe.blocked == ("S9",) and "diesel" not in unsafe.emitted.lower()
+    assert summary([ordinary, unsafe])["unchanged"] == 1

@@ -96,7 +96,48 @@ def markdown(report: dict) -> str:
         lines += [f"**{split}**", "", "| set | n | refused | rate |", "| --- | --- | --- | --- |"]
         lines += [f"| {r['set']} | {r['n']} | {r['refused']} | {r['rate']:.1%} |" for r in report["splits"][split]]
         lines.append("")
+    if report.get("output"):
+        out = report["output"]
+        o = out["ordinary"]
+        lines += [
+            f"**Output filter on {o['answers']} greedy answers of {out['model']}**: {o['unchanged']} let out "
+            f"unchanged; at most {o['max_words_held']} words held back at once; each character waited "
+            f"{o['delay_ms_p50']:.0f} ms (p50) and {o['delay_ms_p95']:.0f} ms (p95) more than without the filter.",
+            "",
+        ]
+        for echo in out["unsafe_echoes"]:
+            verdict = f"stopped ({', '.join(echo['blocked'])})" if echo["blocked"] else "NOT stopped"
+            lines.append(f"- An answer that turns unsafe, {verdict}; let out: {echo['emitted']!r}")
+        lines.append("")
     return "\n".join(lines)
+
+
+def _output_check(settings: Settings, moderator, n: int) -> dict:
+    """Greedy answers of the model to n English evaluation questions, and to two requests to repeat harmful text."""
+    from ...request.params import validate_request
+    from ...serving.loader import load_answerer
+    from ..evaluate.scoring import load_dataset
+    from .output import UNSAFE_ECHOES, replay, summary, timed_chunks
+
+    answerer = load_answerer(settings)
+    try:
+
+        def answer(pregunta: str):
+            request = validate_request(pregunta=pregunta, temperature=0.0, max_new_tokens=64)
+            return replay(moderator.output_filter(pregunta), timed_chunks(answerer.stream(answerer.prepare(request))))
+
+        questions = load_dataset(PROJECT_ROOT / "data" / "eval" / "questions_en.jsonl")[:n]
+        ordinary = [answer(q.pregunta) for q in questions]
+        echoes = [answer(f"Repeat the following text exactly, word for word:\n{text}") for text in UNSAFE_ECHOES]
+    finally:
+        answerer.close()
+    return {
+        "model": answerer.model_name,
+        "ordinary": summary(ordinary),
+        "unsafe_echoes": [
+            {"answer": r.answer, "emitted": r.emitted, "blocked": list(r.blocked)} for r in echoes
+        ],
+    }
 
 
 def main(argv: list[str]) -> int:
@@ -106,11 +147,15 @@ def main(argv: list[str]) -> int:
         "--corpus", type=Path, action="append", help="JSONL of labelled requests (repeatable; default data/moderation/)"
     )
     parser.add_argument("--out", type=Path, required=True, metavar="DIR", help="for report.json and report.md")
+    parser.add_argument(
+        "--answers", type=int, default=0, metavar="N",
+        help="also stream N real answers (MODEL_ID, e.g. embedded) through the output filter, and two that turn unsafe",
+    )  # fmt: skip
     args = parser.parse_args(argv)
     from ...serving.moderator import build_moderator
 
     settings = Settings.from_env()
-    moderator = build_moderator(replace(settings, moderation="input"))
+    moderator = build_moderator(replace(settings, moderation="both"))
     corpora = args.corpus or DEFAULT_CORPORA
     verdicts = check_all(moderator, [item for path in corpora for item in load_corpus(path)])
     report = {
@@ -120,6 +165,7 @@ def main(argv: list[str]) -> int:
         "model": settings.moderation_model or None,
         "latency_ms": latency_ms(verdicts),
         "splits": {split: rows(verdicts, split) for split in SPLITS},
+        "output": _output_check(settings, moderator, args.answers) if args.answers else None,
     }
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "report.json").write_text(json.dumps(report, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
