@@ -38,6 +38,11 @@ class RunStopped(Exception):
         self.cause = cause
 
 
+def why_stopped(cause: BaseException) -> str:
+    """A lost target's coded message, or "interrupted" for Ctrl-C (whose exception says nothing)."""
+    return str(cause) or "interrupted"
+
+
 def evaluate(
     questions: Sequence[Question],
     target: Target,
@@ -61,14 +66,14 @@ def evaluate(
             answer, error = "", str(e)
         except (EvalError, KeyboardInterrupt) as e:
             stopped = e
-            logger.error("[%d/%d] the run stops: %s", number, len(questions), e or "interrupted")
+            logger.error("[%d/%d] the run stops: %s", number, len(questions), why_stopped(e))
             break
         seconds = time.perf_counter() - start
         answers.append((answer.strip(), error, seconds))
         status = f"failed: {error}" if error else f"{len(answer)} chars"
         logger.info("[%d/%d] %.1f s, %s: %s", number, len(questions), seconds, status, question.pregunta[:60])
     if stopped is not None:
-        answers += [("", f"not asked: {stopped or 'interrupted'}", 0.0)] * (len(questions) - len(answers))
+        answers += [("", f"not asked: {why_stopped(stopped)}", 0.0)] * (len(questions) - len(answers))
 
     similarities = embedder.similarities(
         [(answer, q.respuesta) for q, (answer, _, _) in zip(questions, answers, strict=True)]
@@ -186,7 +191,7 @@ def main(argv: list[str] | None = None) -> int:
         "dataset": str(args.dataset),
         "inputs": dict(inputs),
         "judge": judge.description if judge else None,
-        "stopped": str(stopped or "interrupted") if stopped is not None else None,
+        "stopped": why_stopped(stopped) if stopped is not None else None,
     }
     judged = judge is not None
     for path in write_results(args.out, results, judged=judged, meta=meta):

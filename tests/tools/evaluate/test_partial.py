@@ -115,3 +115,9 @@ def test_a_server_that_does_not_answer_in_time_fails_that_question_not_the_run()
         finally:
             NeverAnswers.release.set()
             target.close()
+
+
+def test_an_interrupted_run_says_so_in_every_row_it_did_not_ask():
+    with pytest.raises(RunStopped) as info:
+        evaluate(QUESTIONS, Scripted(["París", KeyboardInterrupt()]), inputs={}, embedder=NoSimilarity())
+    assert [r.error for r in info.value.results[1:]] == ["not asked: interrupted"] * 3
