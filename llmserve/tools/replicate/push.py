@@ -65,24 +65,26 @@ def weights_warning(weights_dir: Path) -> str | None:
     )
 
 
+def _on_path(tool: str, problem: str, fix: str) -> str:
+    """The executable `tool` on PATH, or E4001 ToolMissing naming it."""
+    found = shutil.which(tool)
+    if found is None:
+        raise PublishError(PublishCode.ToolMissing, tool, problem, fix)
+    return found
+
+
 def check_push_ready(docker: DockerSettings, *, docker_timeout_s: float = 60.0) -> str:
     """Raise PublishError naming the first missing prerequisite of `cog push`; return the cog executable."""
-    cog = shutil.which("cog")
-    if cog is None:
-        raise PublishError(
-            PublishCode.ToolMissing,
-            "cog",
-            "the cog command-line tool is not on PATH (it is a binary from GitHub releases, not the pip package).",
-            f"Install it: {COG_INSTALL}",
-        )
-    docker_bin = shutil.which("docker")
-    if docker_bin is None:
-        raise PublishError(
-            PublishCode.ToolMissing,
-            "docker",
-            "Docker is not on PATH; cog builds and pushes the image with it.",
-            "Install Docker Engine (https://docs.docker.com/engine/install/) and start it.",
-        )
+    cog = _on_path(
+        "cog",
+        "the cog command-line tool is not on PATH (it is a binary from GitHub releases, not the pip package).",
+        f"Install it: {COG_INSTALL}",
+    )
+    docker_bin = _on_path(
+        "docker",
+        "Docker is not on PATH; cog builds and pushes the image with it.",
+        "Install Docker Engine (https://docs.docker.com/engine/install/) and start it.",
+    )
     try:
         info = subprocess.run(
             [docker_bin, "info", "--format", "{{.ServerVersion}}"],
