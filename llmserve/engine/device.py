@@ -15,7 +15,7 @@ _DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torc
 
 def pick_device_and_dtype(*, device: str = "auto", dtype: str = "auto") -> tuple[torch.device, torch.dtype]:
     """DEVICE and DTYPE -> torch's: CUDA with bf16 (fp16 without bf16) when there is a GPU, else CPU with bf16."""
-    # bf16 measured fastest on a 2-core CPU (docs/benchmarks.md); DTYPE=float32 is for bit-exact comparisons.
+    # On every CPU measured, bf16 weights decode fastest: decoding reads every weight once per token (docs/engine.md).
     if device == "auto":
         device = "cuda" if torch.cuda.is_available() else "cpu"
     if device == "cuda" and not torch.cuda.is_available():
@@ -27,6 +27,25 @@ def pick_device_and_dtype(*, device: str = "auto", dtype: str = "auto") -> tuple
     else:
         chosen = _DTYPES[dtype]
     return torch.device(device), chosen
+
+
+def pick_prefill_dtype(device: torch.device, dtype: torch.dtype, *, setting: str = "auto") -> torch.dtype | None:
+    """The dtype prompts are prefilled in, when not the weights' (None): float32 under DTYPE=auto on a CPU without
+    bf16 matrix instructions, where a bf16 prefill is 3.5 to 6 times slower than float32 (docs/engine.md)."""
+    if setting != "auto" or device.type != "cpu" or dtype == torch.float32 or cpu_has_bf16_matmul():
+        return None
+    return torch.float32
+
+
+def cpu_has_bf16_matmul() -> bool:
+    """Whether this CPU multiplies bf16 matrices natively (AVX512-BF16 or AMX), as oneDNN's fast bf16 kernels need."""
+    checks = [getattr(torch.cpu, name, None) for name in ("_is_avx512_bf16_supported", "_is_amx_tile_supported")]
+    return any(check() for check in checks if check is not None)
+
+
+def cpu_capability() -> str:
+    """torch's ATen kernel level (AVX2, AVX512, ...) and whether bf16 matrix products are native: for reports."""
+    return f"{torch.backends.cpu.get_cpu_capability()}, bf16 matmul {'native' if cpu_has_bf16_matmul() else 'emulated'}"
 
 
 def keep_cudnn_out_of_attention() -> None:

@@ -59,7 +59,8 @@ class FalconRWStatic(torch.nn.Module):
     A Module so that torch.compile sees the cache as buffers: fixed addresses a CUDA graph can replay on.
     """
 
-    def __init__(self, model, *, slots: int, max_length: int, step: str = "eager") -> None:
+    def __init__(self, model, *, slots: int, max_length: int, step: str = "eager", prefill_model=None) -> None:
+        """`prefill_model`: the same model in another dtype, for prompts (their keys are stored in the model's)."""
         if step not in STEPS:
             raise ValueError(f"step must be one of {STEPS}, not {step!r}")
         super().__init__()
@@ -67,6 +68,7 @@ class FalconRWStatic(torch.nn.Module):
         param = next(model.parameters())
         self.device, self.dtype = param.device, param.dtype
         self.model = model
+        self.prefill_model = prefill_model or model
         self.slots = slots
         self.max_length = max_length
         self.num_heads = config.num_attention_heads
@@ -88,9 +90,6 @@ class FalconRWStatic(torch.nn.Module):
         self.register_buffer("layer_index", torch.arange(layers, device=self.device), persistent=False)
         self.min_value = torch.finfo(self.dtype).min
         self._lengths = [0] * slots  # positions[] as known on the CPU, without a device sync
-        # Slots holding a request. The others may still step (padding to a power of two) but keep length 0, so
-        # that they never widen the span the real rows attend over.
-        self._occupied = [False] * slots
         # On CPU, matrix-vector products read bf16 weights about 1.3x faster than one-row matrix products
         # (docs/benchmarks.md). float32 keeps one kernel for every batch size, so answers stay bit-identical.
         self._gemv = self.device.type == "cpu" and self.dtype != torch.float32 and step == "eager"
@@ -119,29 +118,42 @@ class FalconRWStatic(torch.nn.Module):
         return self.step != "eager"
 
     @torch.inference_mode()
-    def prefill(self, slot: int, prompt_ids: Sequence[int]) -> torch.Tensor:
-        """Run the prompt into `slot`'s cache; return the float32 logits for the first new token."""
-        length = len(prompt_ids)
+    def prefill(self, chunks: Sequence[tuple[int, Sequence[int]]]) -> torch.Tensor:
+        """Run each (slot, next prompt ids) after what its slot holds; return each one's last float32 logits."""
+        return torch.cat([self._prefill(slot, ids) for slot, ids in chunks])
+
+    def _prefill(self, slot: int, prompt_ids: Sequence[int]) -> torch.Tensor:
+        start = self._lengths[slot]
+        end = start + len(prompt_ids)
         ids = torch.tensor([list(prompt_ids)], dtype=torch.int64, device=self.device)
-        causal = self.key_index[None, :length] > self.key_index[:length, None]  # (q, k): True above the diagonal
-        mask = self.alibi[..., :length].masked_fill(causal, self.min_value)  # (1, heads, q, k)
-        x = self.model.transformer.word_embeddings(ids)
-        for i, layer in enumerate(self.model.transformer.h):
+        model = self.prefill_model
+        dtype = model.lm_head.weight.dtype
+        # (q, k): True where key k comes after query q's position (start + q).
+        causal = self.key_index[None, :end] > self.key_index[start:end, None]
+        mask = self.alibi[..., :end].to(dtype).masked_fill(causal, torch.finfo(dtype).min)  # (1, heads, q, k)
+        x = model.transformer.word_embeddings(ids)
+        for i, layer in enumerate(model.transformer.h):
             q, k, v = self._qkv(layer, layer.input_layernorm(x))
-            self.k_cache[i, slot, :, :length] = k[0]
-            self.v_cache[i, slot, :, :length] = v[0]
-            x = self._finish_layer(layer, x, F.scaled_dot_product_attention(q, k, v, attn_mask=mask))
-        self.positions[slot] = length
-        self._lengths[slot] = length
-        self._occupied[slot] = True
-        return self._logits(x[:, -1]).squeeze(0)
+            self.k_cache[i, slot, :, start:end] = k[0]
+            self.v_cache[i, slot, :, start:end] = v[0]
+            keys, values = self.k_cache[i, slot : slot + 1, :, :end], self.v_cache[i, slot : slot + 1, :, :end]
+            attn = F.scaled_dot_product_attention(q, keys.to(dtype), values.to(dtype), attn_mask=mask)
+            x = self._finish_layer(layer, x, attn)
+        self.positions[slot] = end
+        self._lengths[slot] = end
+        return self._logits(x[:, -1], model)
 
     @torch.inference_mode()
-    def decode(self, tokens: torch.Tensor, rows: int) -> torch.Tensor:
-        """One token for each of the first `rows` slots: (rows,) ids in, (rows, vocab) float32 logits out."""
+    def decode(self, tokens: torch.Tensor, live: Sequence[bool]) -> torch.Tensor:
+        """One token for each live row of the first len(live) slots: (rows, vocab) float32 logits.
+
+        The other rows still step (padding to a power of two, or a prompt still in prefill): they keep their length,
+        so they never widen the span, and what they write lies past it, where their next prefill or step writes.
+        """
+        rows = len(live)
         span = self.span(max(self._lengths[:rows]) + 1)
-        for row in range(rows):
-            if self._occupied[row]:
+        for row, on in enumerate(live):
+            if on:
                 self._lengths[row] = min(self._lengths[row] + 1, self.max_length - 1)
         return self._decode(tokens, rows, span)
 
@@ -159,7 +171,6 @@ class FalconRWStatic(torch.nn.Module):
     def release(self, slot: int) -> None:
         """Forget the slot's length so that it no longer widens the span; the next prefill overwrites the rest."""
         self._lengths[slot] = 0
-        self._occupied[slot] = False
         self.positions[slot] = 0
 
     def warm_up(self, batch_sizes: Sequence[int]) -> None:
@@ -183,7 +194,6 @@ class FalconRWStatic(torch.nn.Module):
                         self._decode.capture(rows, span)
         self.positions.zero_()
         self._lengths = [0] * self.slots
-        self._occupied = [False] * self.slots
         logger.info("decode step (%s) ready for batch sizes %s and spans %s", self.step, sizes, spans)
 
     def _decode_step(self, tokens: torch.Tensor, rows: int, span: int) -> torch.Tensor:
@@ -209,10 +219,9 @@ class FalconRWStatic(torch.nn.Module):
     def _linear(self, module: torch.nn.Linear, x: torch.Tensor) -> torch.Tensor:
         if self._gemv and x.numel() == module.in_features:
             flat = x.reshape(-1)
-            if module.bias is None:
-                out = torch.mv(module.weight, flat)
-            else:
-                out = torch.addmv(module.bias, module.weight, flat)
+            out = torch.mv(module.weight, flat)
+            if module.bias is not None:  # not addmv: in bf16 on an AVX2-only CPU it took 7x mv's time (docs/engine.md)
+                out = out + module.bias
             return out.view(*x.shape[:-1], -1)
         return module(x)
 
@@ -231,5 +240,6 @@ class FalconRWStatic(torch.nn.Module):
         h = self._linear(mlp.dense_h_to_4h, layer.post_attention_layernorm(x))
         return x + self._linear(mlp.dense_4h_to_h, mlp.act(h))
 
-    def _logits(self, hidden: torch.Tensor) -> torch.Tensor:
-        return self._linear(self.model.lm_head, self.model.transformer.ln_f(hidden)).float()
+    def _logits(self, hidden: torch.Tensor, model=None) -> torch.Tensor:
+        model = model or self.model
+        return self._linear(model.lm_head, model.transformer.ln_f(hidden)).float()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import logging
 import queue
 from collections.abc import Iterator, Sequence
@@ -15,7 +16,8 @@ from ..errors import ErrorCode, SetupError
 from ..request.cancel import Cancel
 from ..request.params import SamplingParams
 from . import falcon
-from .device import keep_cudnn_out_of_attention, pick_device_and_dtype
+from .batched import BatchedSlots, Unsupported
+from .device import keep_cudnn_out_of_attention, pick_device_and_dtype, pick_prefill_dtype
 from .generic import TransformersSlots
 from .scheduler import Backend, Event, Scheduler
 
@@ -30,9 +32,17 @@ _FALLBACK_CONTEXT = 2048
 
 
 def pick_backend(
-    model, *, kind: str, slots: int, max_length: int, compile: str, compile_cache: Path | None = None
+    model,
+    *,
+    kind: str,
+    slots: int,
+    max_length: int,
+    compile: str,
+    compile_cache: Path | None = None,
+    prefill_model=None,
 ) -> Backend:
-    """The fast Falcon-RW path when the model has that layout (ENGINE=auto|fast), else transformers' own.
+    """The fast Falcon-RW path when the model has that layout (ENGINE=auto|fast); else the batched path when the
+    model passes its check (ENGINE=auto|batched); else a forward per slot (ENGINE=transformers, or the fallback).
 
     A compiled step keeps what it compiled in `compile_cache`, so the next setup reads it back.
     """
@@ -51,14 +61,38 @@ def pick_backend(
             f"is 'cudagraphs', but the model is on the {device.type.upper()}: CUDA graphs need a CUDA GPU.",
             "Unset COMPILE (auto), or set COMPILE=on to compile the step for this device, or COMPILE=off.",
         )
-    if kind != "transformers" and falcon.supports(model.config):
+    spread = len(set(getattr(model, "hf_device_map", {}).values())) > 1
+    if kind == "fast" and spread:
+        raise SetupError(
+            ErrorCode.BadConfig,
+            "ENGINE",
+            "is 'fast', but the model is spread over several GPUs and the fast path keeps its cache on one.",
+            "Unset ENGINE (auto picks the batched or per-request path) or make one GPU visible (CUDA_VISIBLE_DEVICES).",
+        )
+    if kind in ("auto", "fast") and falcon.supports(model.config) and not spread:
         step = decode_step_mode(compile, device)
         if step == "compiled" and compile_cache is not None:
             logger.info("the compiled decode step is cached in %s", keep_compiled_code_in(compile_cache))
-        return falcon.FalconRWStatic(model, slots=slots, max_length=max_length, step=step)
+        return falcon.FalconRWStatic(model, slots=slots, max_length=max_length, step=step, prefill_model=prefill_model)
     if compile in ("on", "cudagraphs"):
         logger.warning("COMPILE=%s applies to the fast Falcon-RW path only; this model runs uncompiled", compile)
-    return TransformersSlots(model, slots=slots)
+    if kind == "transformers":
+        return TransformersSlots(model, slots=slots, prefill_model=prefill_model)
+    try:
+        batched = BatchedSlots(model, slots=slots, max_length=max_length, prefill_model=prefill_model)
+        batched.verify()
+    except Unsupported as why:
+        if kind == "batched":
+            raise SetupError(
+                ErrorCode.BadConfig,
+                "ENGINE",
+                f"is 'batched', but this {model.config.model_type!r} model does not fit the batched path: {why}.",
+                "Unset ENGINE (auto falls back to a forward per request) or set ENGINE=transformers.",
+            ) from why
+        logger.warning("the batched path does not fit this %s model (%s): one forward per request instead",
+                       model.config.model_type, why)  # fmt: skip
+        return TransformersSlots(model, slots=slots, prefill_model=prefill_model)
+    return batched
 
 
 def decode_step_mode(compile: str, device: torch.device) -> str:
@@ -85,8 +119,10 @@ class Engine:
         compile: str = "auto",
         compile_cache: Path | None = None,
         eos_token_ids: frozenset[int] | None = None,
+        prefill_dtype: torch.dtype | None = None,
     ) -> None:
-        """`eos_token_ids` overrides the model's (benchmarks on random weights pass none, to force the length)."""
+        """`eos_token_ids` overrides the model's (benchmarks on random weights pass none, to force the length).
+        `prefill_dtype` (device.pick_prefill_dtype) prefills prompts in a copy of the model in that dtype."""
         param = next(model.parameters())
         self.model = model
         self.tokenizer = tokenizer
@@ -96,6 +132,7 @@ class Engine:
             keep_cudnn_out_of_attention()
         self.context_length = _context_length(model.config, tokenizer)
         self.eos_token_ids = _eos_token_ids(model, tokenizer) if eos_token_ids is None else eos_token_ids
+        self.prefill_dtype = _affordable(model, prefill_dtype)
         self.backend = pick_backend(
             model,
             kind=kind,
@@ -103,6 +140,7 @@ class Engine:
             max_length=self.context_length,
             compile=compile,
             compile_cache=compile_cache,
+            prefill_model=None if self.prefill_dtype is None else copy.deepcopy(model).to(self.prefill_dtype),
         )
         self.scheduler = Scheduler(self.backend, eos_token_ids=self.eos_token_ids)
 
@@ -117,6 +155,7 @@ class Engine:
         kind: str = "auto",
         compile: str = "auto",
         compile_cache: Path | None = None,
+        prefill_dtype: torch.dtype | None = None,
     ) -> Engine:
         """Load model and tokenizer from a local directory (serving.weights.resolve_model_path finds it)."""
         if not (path / "config.json").is_file():
@@ -128,7 +167,10 @@ class Engine:
             )
         try:
             tokenizer = AutoTokenizer.from_pretrained(path)
-            model = AutoModelForCausalLM.from_pretrained(path, dtype=dtype).to(device).eval()
+            if spread_over_gpus(device, path):  # accelerate places the layers over every visible GPU
+                model = AutoModelForCausalLM.from_pretrained(path, dtype=dtype, device_map="auto").eval()
+            else:
+                model = AutoModelForCausalLM.from_pretrained(path, dtype=dtype).to(device).eval()
         except (OSError, ValueError, KeyError, RuntimeError, ImportError) as e:
             raise SetupError(
                 ErrorCode.ModelLoadFailed,
@@ -136,7 +178,15 @@ class Engine:
                 f"could not load a causal LM from {path}: {type(e).__name__}: {e}",
                 "MODEL_ID must name a Hugging Face causal language model that this transformers version supports.",
             ) from e
-        return cls(model, tokenizer, slots=slots, kind=kind, compile=compile, compile_cache=compile_cache)
+        return cls(
+            model,
+            tokenizer,
+            slots=slots,
+            kind=kind,
+            compile=compile,
+            compile_cache=compile_cache,
+            prefill_dtype=prefill_dtype,
+        )
 
     @classmethod
     def from_settings(cls, settings: Settings, path: Path) -> Engine:
@@ -149,6 +199,7 @@ class Engine:
             kind=settings.engine,
             compile=settings.compile,
             compile_cache=settings.compile_cache,
+            prefill_dtype=pick_prefill_dtype(device, dtype, setting=settings.dtype),
         )
 
     @property
@@ -214,6 +265,31 @@ class Engine:
             except queue.Empty:
                 if not self.scheduler.alive:
                     return RuntimeError("the engine's decode thread stopped before this request ended")
+
+
+def spread_over_gpus(device: torch.device, path: Path) -> bool:
+    """Whether the model at `path` loads across the visible GPUs (accelerate's device_map="auto"): when there are
+    several and its weights take more than 80% of the first one (a model that fits one GPU runs fastest on one)."""
+    if device.type != "cuda" or device.index is not None or torch.cuda.device_count() < 2:
+        return False
+    weights = sum(f.stat().st_size for pattern in ("*.safetensors", "*.bin") for f in path.glob(pattern))
+    return weights > 0.8 * torch.cuda.get_device_properties(0).total_memory
+
+
+def _affordable(model, prefill_dtype: torch.dtype | None) -> torch.dtype | None:
+    """`prefill_dtype` when a copy of the model in it fits in the memory still available (with a quarter to spare)."""
+    if prefill_dtype is None or prefill_dtype == next(model.parameters()).dtype:
+        return None
+    import psutil
+
+    size = sum(p.numel() for p in model.parameters()) * torch.finfo(prefill_dtype).bits // 8
+    available = psutil.virtual_memory().available
+    if size * 1.25 > available:
+        logger.warning("no %s copy for prefill: it needs %.1f GB, %.1f GB is available; prompts prefill in %s",
+                       prefill_dtype, size / 1e9, available / 1e9, next(model.parameters()).dtype)  # fmt: skip
+        return None
+    logger.info("prompts prefill in a %s copy of the model (%.1f GB): faster on this CPU", prefill_dtype, size / 1e9)
+    return prefill_dtype
 
 
 def _context_length(config, tokenizer) -> int:

@@ -1,6 +1,7 @@
 """Continuous batching in fixed slots: requests join the running batch between decode steps, on one thread.
 
-Each loop prefills newly arrived requests into free slots, then runs one decode step for every occupied slot.
+Each loop gives newly arrived requests free slots, runs one prefill forward for the prompts still waiting (as many
+as a token budget holds, a long prompt a chunk at a time), then one decode step for every slot past its prompt.
 """
 
 from __future__ import annotations
@@ -28,14 +29,18 @@ Sink = Callable[[Event], None]
 
 
 class Backend(Protocol):
-    """A model that decodes in fixed slots (falcon.FalconRWStatic, generic.TransformersSlots)."""
+    """A model that decodes in fixed slots (batched.BatchedSlots, falcon.FalconRWStatic, generic.TransformersSlots).
+
+    prefill: for each (slot, ids), run ids after what the slot holds; (chunks, vocab) float32 logits of each last id.
+    decode: one token for each live row among the first len(live) slots; (len(live), vocab) float32 logits.
+    """
 
     slots: int
     vocab_size: int
     device: torch.device
 
-    def prefill(self, slot: int, prompt_ids: Sequence[int]) -> torch.Tensor: ...
-    def decode(self, tokens: torch.Tensor, rows: int) -> torch.Tensor: ...
+    def prefill(self, chunks: Sequence[tuple[int, Sequence[int]]]) -> torch.Tensor: ...
+    def decode(self, tokens: torch.Tensor, live: Sequence[bool]) -> torch.Tensor: ...
     def release(self, slot: int) -> None: ...
     def warm_up(self, batch_sizes: Sequence[int]) -> None: ...
 
@@ -48,9 +53,14 @@ class Job:
     params: SamplingParams
     sink: Sink
     generated: int = 0
+    prefilled: int = 0  # prompt tokens in the slot's cache
     slot: int | None = None
     done: bool = False
     cancelled: bool = field(default=False, repr=False)
+
+    @property
+    def prefilling(self) -> bool:
+        return self.prefilled < len(self.prompt_ids)
 
 
 @dataclass
@@ -60,6 +70,11 @@ class _Step:
     tokens: torch.Tensor  # on the CPU once `ready` has fired
     ready: torch.cuda.Event | None
     jobs: list[Job]
+
+
+# How many prompt tokens (padding included) one prefill forward takes, on CPU and on CUDA. On 2 CPU cores 64 tokens
+# of the embedded model take about 0.1 s in float32 (docs/benchmarks.md): the longest a prompt holds up running streams.
+PREFILL_TOKENS = {False: 64, True: 1024}
 
 
 def bucket(rows: int, slots: int) -> int:
@@ -82,15 +97,25 @@ class Scheduler:
     # in torch 2.11 (the GPU machine's) a compiled step that recorded its graphs in one thread fails in another
     # (pytorch/pytorch#123177; torch 2.13 keeps a tree per thread, so it would record them all again).
 
-    def __init__(self, backend: Backend, *, eos_token_ids: frozenset[int], pipelined: bool | None = None) -> None:
-        """`pipelined` (default: on CUDA) hands out step n's tokens after launching step n+1."""
+    def __init__(
+        self,
+        backend: Backend,
+        *,
+        eos_token_ids: frozenset[int],
+        pipelined: bool | None = None,
+        prefill_tokens: int | None = None,
+    ) -> None:
+        """`pipelined` (default: on CUDA) hands out step n's tokens after launching step n+1. `prefill_tokens` (default:
+        PREFILL_TOKENS for the device) bounds one prefill forward, so running streams wait at most that long."""
         self.backend = backend
+        self.prefill_tokens = prefill_tokens or PREFILL_TOKENS[backend.device.type == "cuda"]
         self.eos_token_ids = eos_token_ids
         self.sampler = SlotSampler(backend.slots, backend.vocab_size, eos_token_ids, backend.device)
         self._last_tokens = torch.zeros(backend.slots, dtype=torch.int64, device=backend.device)
         self._pipelined = backend.device.type == "cuda" if pipelined is None else pipelined
         self._slots: list[Job | None] = [None] * backend.slots
         self._pending: deque[Job] = deque()
+        self._prefilling: deque[Job] = deque()  # holding a slot, prompt not all in the cache yet: arrival order
         # Admission matches the slots: as many requests may wait as may run (Cog gives each slot one prediction;
         # a slot just freed on Cog's side may not be free here for one more step).
         self.max_admitted = 2 * backend.slots
@@ -210,11 +235,13 @@ class Scheduler:
             done.set_result(None)
 
     def _iterate(self, arrivals: list[Job], inflight: _Step | None) -> _Step | None:
-        """Prefill the arrivals, launch one step, hand out the previous one; return the step still in flight."""
-        for job in arrivals:
-            self._start(job)
+        """Prefill (a chunk of) the waiting prompts, launch one step, hand out the previous one; return the step
+        still in flight."""
+        self._prefilling.extend(arrivals)
         self._free_cancelled()
-        launched = self._launch() if any(self._slots) else None
+        if self._prefilling:
+            self._prefill()
+        launched = self._launch()
         if not self._pipelined and launched is not None:
             self._hand_out(launched)
             launched = None
@@ -236,25 +263,57 @@ class Scheduler:
             arrivals.append(job)
         return arrivals
 
-    def _start(self, job: Job) -> None:
-        """Prefill into the job's slot and hand out its first token at once (time to first token)."""
+    def _prefill(self) -> None:
+        """One forward over the waiting prompts, in arrival order, up to `prefill_tokens` (padding counted); a prompt
+        that is then all in the cache gets its first token at once (time to first token)."""
+        while self._prefilling and self._prefilling[0].done:
+            self._prefilling.popleft()
+        if not self._prefilling:
+            return
+        width = min(len(self._prefilling[0].prompt_ids) - self._prefilling[0].prefilled, self.prefill_tokens)
+        batch = []
+        for job in self._prefilling:
+            if (len(batch) + 1) * width > self.prefill_tokens:
+                break
+            if not job.done:
+                batch.append((job, min(len(job.prompt_ids) - job.prefilled, width)))
+        try:
+            logits = self.backend.prefill(
+                [(job.slot, job.prompt_ids[job.prefilled : job.prefilled + n]) for job, n in batch]
+            )
+        except Exception as e:  # these requests fail; the server and the other requests go on
+            logger.exception("prefill failed for %d prompts (%d tokens wide)", len(batch), width)
+            for job, _ in batch:
+                self._finish(job, e)
+            return
+        for row, (job, n) in enumerate(batch):
+            job.prefilled += n
+            if not job.prefilling:
+                self._prefilling.remove(job)
+                self._first_token(job, logits[row : row + 1])
+
+    def _first_token(self, job: Job, logits: torch.Tensor) -> None:
         slot = job.slot
         try:
             self.sampler.assign(slot, job.params, job.prompt_ids)
-            logits = self.backend.prefill(slot, job.prompt_ids)
-            token = self.sampler.sample(logits[None, :], slice(slot, slot + 1))
+            token = self.sampler.sample(logits, slice(slot, slot + 1))
             self._last_tokens[slot] = token[0]
             self._accept(job, int(token[0]))
-        except Exception as e:  # the request fails; the server and the other requests go on
-            logger.exception("prefill failed for a %d-token prompt", len(job.prompt_ids))
+        except Exception as e:
+            logger.exception("choosing the first token failed")
             self._finish(job, e)
 
     def _launch(self) -> _Step | None:
-        """One decode step for every occupied slot; returns before the GPU is done."""
-        jobs = [job for job in self._slots if job is not None]
+        """One decode step for every slot past its prompt; returns before the GPU is done."""
+        jobs = [job for job in self._slots if job is not None and not job.prefilling]
+        if not jobs:
+            return None
         rows = bucket(max(job.slot for job in jobs) + 1, self.slots)
+        live = [False] * rows
+        for job in jobs:
+            live[job.slot] = True
         try:
-            logits = self.backend.decode(self._last_tokens[:rows], rows)
+            logits = self.backend.decode(self._last_tokens[:rows], live)
             tokens = self.sampler.sample(logits, slice(0, rows))
         except Exception as e:
             logger.exception("decode step failed for %d requests", len(jobs))

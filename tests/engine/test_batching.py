@@ -7,6 +7,7 @@ import threading
 import pytest
 import torch
 
+from llmserve.engine.batched import BatchedSlots
 from llmserve.engine.falcon import FalconRWStatic
 from llmserve.engine.generic import TransformersSlots
 from llmserve.engine.model import Engine, decode_step_mode
@@ -15,10 +16,11 @@ from llmserve.errors import SetupError
 from tests.helpers.engine import Recorder, finished, has_tokens, params, reference_greedy
 
 
-@pytest.fixture(scope="module", params=["falcon", "llama"])
+@pytest.fixture(scope="module", params=["falcon", "llama", "llama-per-request"])
 def model(request, tiny_model_dir, tiny_chat_model_dir):
     path = tiny_model_dir if request.param == "falcon" else tiny_chat_model_dir
-    engine = Engine.load(path, device=torch.device("cpu"), dtype=torch.float32, slots=4)
+    kind = "transformers" if request.param == "llama-per-request" else "auto"
+    engine = Engine.load(path, device=torch.device("cpu"), dtype=torch.float32, slots=4, kind=kind)
     yield path, engine
     engine.close()
 
@@ -28,9 +30,11 @@ def test_each_architecture_gets_its_path(tiny_model_dir, tiny_chat_model_dir, ma
     fast = make_engine(tiny_model_dir, slots=2)
     generic = make_engine(tiny_model_dir, kind="transformers")
     llama = make_engine(tiny_chat_model_dir)
+    per_request = make_engine(tiny_chat_model_dir, kind="transformers")
     assert isinstance(fast.backend, FalconRWStatic) and fast.backend.slots == 2
     assert isinstance(generic.backend, TransformersSlots)
-    assert isinstance(llama.backend, TransformersSlots)
+    assert isinstance(llama.backend, BatchedSlots)
+    assert isinstance(per_request.backend, TransformersSlots)
     with pytest.raises(SetupError) as info:
         Engine.load(tiny_chat_model_dir, device=cpu, dtype=torch.float32, kind="fast")
     assert info.value.field == "ENGINE" and "ENGINE=transformers" in str(info.value)
@@ -39,7 +43,7 @@ def test_each_architecture_gets_its_path(tiny_model_dir, tiny_chat_model_dir, ma
 def test_compile_on_a_model_without_the_fast_path_says_it_runs_uncompiled(tiny_chat_model_dir, caplog, make_engine):
     engine = make_engine(tiny_chat_model_dir, compile="on")
     engine.close()
-    assert isinstance(engine.backend, TransformersSlots)
+    assert isinstance(engine.backend, BatchedSlots)
     assert "COMPILE=on applies to the fast Falcon-RW path only" in caplog.text
 
 
@@ -197,11 +201,11 @@ def test_a_failing_step_ends_the_running_requests_and_the_engine_goes_on(tiny_mo
     decode = engine.backend.decode
     calls = {"n": 0}
 
-    def fails_once(tokens, rows):
+    def fails_once(tokens, live):
         calls["n"] += 1
         if calls["n"] == 3:
             raise RuntimeError("CUDA error: an illegal memory access was encountered")
-        return decode(tokens, rows)
+        return decode(tokens, live)
 
     monkeypatch.setattr(engine.backend, "decode", fails_once)
     hit = Recorder()

@@ -106,12 +106,12 @@ def sampler_for(backend) -> SlotSampler:
 def test_the_decode_step_and_the_sampler_stay_on_the_device(backend):
     assert backend.device.type == "meta" and backend.dtype == torch.bfloat16
     for slot in range(SLOTS):
-        backend.prefill(slot, list(range(1, 100 + 150 * slot)))  # up to 1150 tokens: spans up to 1280
+        backend.prefill([(slot, list(range(1, 100 + 150 * slot)))])  # up to 1150 tokens: spans up to 1280
     sampler = sampler_for(backend)
     tokens = torch.zeros(SLOTS, dtype=torch.int64, device=backend.device)
     with HostTraffic() as traffic:
         for rows in (1, 2, 8):
-            logits = backend.decode(tokens[:rows], rows)
+            logits = backend.decode(tokens[:rows], [True] * rows)
             assert logits.shape == (rows, 50304) and logits.dtype == torch.float32
             tokens[:rows] = sampler.sample(logits, slice(0, rows))
     assert traffic.cpu_ops == []

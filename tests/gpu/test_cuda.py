@@ -109,7 +109,7 @@ def test_captured_step_equals_the_eager_step_in_bf16_at_8_rows(model):
     captured.warm_up(batch_sizes(8))
     for backend in (eager, captured):
         for slot, prompt in enumerate(prompts(8)):  # 110 to 1160 tokens
-            backend.prefill(slot, prompt[:200] if slot % 2 else prompt)
+            backend.prefill([(slot, prompt[:200] if slot % 2 else prompt)])
     generator = torch.Generator(device="cuda").manual_seed(0)
     for rows, span in ((1, 256), (2, 256), (8, 2048), (4, 1024), (8, 2048)):
         tokens = torch.randint(1, 50000, (rows,), device="cuda", generator=generator)

@@ -86,23 +86,62 @@ def _sync(device: str) -> None:
 
 
 def eager_single_stream(model, ids: list[int], new_tokens: int, device: str) -> SingleStream:
-    """transformers' generate(), greedy, default (sdpa) attention and dynamic cache: the baseline."""
+    """transformers' generate(), greedy, default (sdpa) attention and dynamic cache: the baseline.
+
+    Each token is stamped as generate() hands it to a streamer, so that time to first token and the decode rate come
+    from one call, as the engine's do (not from the difference of two runs, which noise can make negative).
+    """
     import torch
 
     inputs = torch.tensor([ids], device=device)
 
-    def generate(n: int) -> float:
-        _sync(device)
+    def generate(n: int) -> list[float]:
+        stamps = _Stamps(device)
         start = time.perf_counter()
         with torch.inference_mode():
-            model.generate(inputs, max_new_tokens=n, min_new_tokens=n, do_sample=False, pad_token_id=0)
-        _sync(device)
-        return time.perf_counter() - start
+            model.generate(inputs, max_new_tokens=n, min_new_tokens=n, do_sample=False, pad_token_id=0, streamer=stamps)
+        return [t - start for t in stamps.times]
 
     generate(2)  # warm-up: kernels, allocator
-    first = statistics.median(generate(1) for _ in range(TTFT_RUNS))
-    total = generate(new_tokens)
-    return SingleStream("transformers eager", len(ids), new_tokens, first, (new_tokens - 1) / (total - first))
+    first = statistics.median(generate(1)[0] for _ in range(TTFT_RUNS))
+    stamps = generate(new_tokens)
+    decode = (len(stamps) - 1) / (stamps[-1] - stamps[0])
+    return SingleStream("transformers eager", len(ids), new_tokens, first, decode)
+
+
+def eager_serial_prefill(model, ids: list[int], arrivals: int, device: str) -> float:
+    """The p50 time to first token of `arrivals` requests that arrive together and are prefilled one after another
+    by generate(), as a server without batched prefill would: the baseline of the engine's time to first token."""
+    import torch
+
+    inputs = torch.tensor([ids], device=device)
+    done = []
+    start = time.perf_counter()
+    with torch.inference_mode():
+        for _ in range(arrivals):
+            model.generate(inputs, max_new_tokens=1, do_sample=False, pad_token_id=0)
+            _sync(device)
+            done.append(time.perf_counter() - start)
+    return statistics.median(done)
+
+
+class _Stamps:
+    """A generate() streamer that notes when each new token arrives (the first put() is the prompt)."""
+
+    def __init__(self, device: str) -> None:
+        self.device = device
+        self.times: list[float] = []
+        self._prompt_seen = False
+
+    def put(self, value) -> None:
+        if not self._prompt_seen:
+            self._prompt_seen = True
+            return
+        _sync(self.device)
+        self.times.append(time.perf_counter())
+
+    def end(self) -> None:
+        pass
 
 
 def engine_single_stream(engine, ids: list[int], new_tokens: int) -> SingleStream:

@@ -13,10 +13,13 @@ from .results import Report, SingleStream
 
 def environment(device: str, dtype_name: str, torch, transformers, argv: list[str]) -> dict[str, Any]:
     """Device, versions, threads and the command line: what every figure is reported with."""
+    from ...engine.device import cpu_capability
+
     name = torch.cuda.get_device_name() if device == "cuda" else _cpu_name()
     return {
         "device": device,
         "device_name": name,
+        "cpu_capability": cpu_capability(),
         "cpu_count": os.cpu_count(),
         "torch_threads": torch.get_num_threads(),
         "dtype": dtype_name,
@@ -78,6 +81,8 @@ def format_table(report: Report) -> str:
                 str(c.errors),
             )
         )
+    ratios = [("ratio", "measured", "of")]
+    ratios += _ratios(report, by_length)
     unit = "peak GPU memory allocated" if report.environment["device"] == "cuda" else "peak RSS"
     setup = f"{report.setup_s:.1f} s"
     if report.compile_cache_hits or report.compile_cache_misses:
@@ -93,7 +98,31 @@ def format_table(report: Report) -> str:
             )
         )
     other += [(f"{unit}, {name} phase", f"{gb:.2f} GB") for name, gb in report.peak_memory_gb.items()]
-    return "\n\n".join(align(rows, numbers_right=False) for rows in (single, streams, other))
+    return "\n\n".join(align(rows, numbers_right=False) for rows in (single, streams, ratios, other))
+
+
+def _ratios(report: Report, by_length: dict[int, dict[str, SingleStream]]) -> list[tuple[str, str, str]]:
+    """The issue's targets as ratios within this run: engine against eager, many streams against one."""
+    rows = []
+
+    def ratio(name: str, ours: float, baseline: float, unit: str = "tok/s") -> None:
+        scale = 1000 if unit == "ms" else 1
+        rows.append((name, f"{ours / baseline:.2f}x", f"{ours * scale:.1f} / {baseline * scale:.1f} {unit}"))
+
+    pairs = [pair for pair in by_length.values() if "eager" in pair and "engine" in pair]
+    runs = {c.streams: c for c in report.concurrent if c.via == "Predictor.run"}
+    if pairs:
+        eager, engine = pairs[0]["eager"].decode_tokens_per_s, pairs[0]["engine"].decode_tokens_per_s
+        ratio("single-stream decode, engine / eager", engine, eager)
+        if 1 in runs:
+            ratio("Predictor.run 1 stream decode rate / eager", 1 / runs[1].time_per_output_token_s, eager)
+    if len(runs) > 1 and 1 in runs:
+        most = runs[max(runs)]
+        ratio(f"aggregate, {most.streams} streams / 1", most.aggregate_tokens_per_s, runs[1].aggregate_tokens_per_s)
+        if report.serial_prefill_ttft_p50_s:
+            name = f"TTFT p50, {most.streams} arrivals: serial eager prefill / engine"
+            ratio(name, report.serial_prefill_ttft_p50_s, most.time_to_first_token_p50_s, "ms")
+    return rows
 
 
 def write_chart(report: Report, path: Path) -> Path:

@@ -19,6 +19,7 @@ from ...config import COMPILE_MODES, PROJECT_ROOT
 from .measure import (
     batch_agreement,
     build_random_model,
+    eager_serial_prefill,
     eager_single_stream,
     engine_single_stream,
     http_streams,
@@ -48,17 +49,25 @@ def run(args: argparse.Namespace, log: Callable[[str], None]) -> Report:
         streams=tuple(args.streams or workload.streams),
         stream_prompt_tokens=args.stream_prompt_tokens or workload.stream_prompt_tokens,
     )
-    dtype_name = args.dtype
+    from ...engine.device import pick_device_and_dtype, pick_prefill_dtype
+
+    # DTYPE=auto's choice for the engine; the eager baseline runs in the same weights' dtype.
+    weights_dtype = pick_device_and_dtype(device=device, dtype=args.dtype)[1]
+    prefill_dtype = pick_prefill_dtype(torch.device(device), weights_dtype, setting=args.dtype)
+    dtype_name = str(weights_dtype).removeprefix("torch.")
     if args.random_weights:
         model_dir = build_random_model(Path(args.model_dir or tempfile.mkdtemp(prefix="frw-")), dtype_name=dtype_name)
     else:
-        from ...config import Settings
+        from ...config import EMBEDDED_MODEL_ID, Settings
         from ...serving.weights import resolve_model_path
 
+        os.environ.setdefault("MODEL_ID", EMBEDDED_MODEL_ID)  # the model every machine has
         model_dir = resolve_model_path(Settings.from_env(), allow_download=False)
     report = Report(
         environment=environment(device, dtype_name, torch, transformers, args.argv), workload=asdict(workload)
     )
+    report.environment["model"] = str(model_dir)
+    report.environment["engine_prefill_dtype"] = str(prefill_dtype or weights_dtype).removeprefix("torch.")
     tokenizer = AutoTokenizer.from_pretrained(model_dir)
     vocab, eos = len(tokenizer), tokenizer.eos_token_id
 
@@ -75,6 +84,13 @@ def run(args: argparse.Namespace, log: Callable[[str], None]) -> Report:
             ids = prompt_ids(min(length, context - workload.new_tokens), vocab, eos)
             report.single_stream.append(eager_single_stream(model, ids, workload.new_tokens, device))
             log(f"  {report.single_stream[-1]}")
+        inputs, stream_prompt = _stream_inputs(tokenizer, workload)
+        arrivals = max(workload.streams)
+        report.serial_prefill_ttft_p50_s = eager_serial_prefill(
+            model, tokenizer.encode(inputs["pregunta"]), arrivals, device
+        )
+        log(f"  {arrivals} arrivals prefilled one after another: time to first token p50 "
+            f"{report.serial_prefill_ttft_p50_s:.3f} s")  # fmt: skip
         del model
         gc.collect()
         if device == "cuda":
@@ -84,7 +100,7 @@ def run(args: argparse.Namespace, log: Callable[[str], None]) -> Report:
     os.environ.update(
         MODEL_ID=str(model_dir),
         DEVICE=device,
-        DTYPE=dtype_name,
+        DTYPE=args.dtype,
         COG_MAX_CONCURRENCY=str(max(workload.streams)),
         COMPILE=args.compile,
         MODERATION="off",  # the engine's speed; the rules add well under a millisecond per chunk
@@ -112,7 +128,6 @@ def run(args: argparse.Namespace, log: Callable[[str], None]) -> Report:
         prompts = [prompt_ids(16 + 8 * i, vocab, eos)[i:] for i in range(batch)]  # different lengths and texts
         report.agreement = batch_agreement(engine, prompts, workload.new_tokens)
         log(f"  {report.agreement}")
-        inputs, stream_prompt = _stream_inputs(tokenizer, workload)
         for streams in workload.streams:
             report.concurrent.append(predictor_streams(predictor, inputs, stream_prompt, streams, workload.new_tokens))
             log(f"  {report.concurrent[-1]}")
@@ -178,11 +193,17 @@ def main(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(prog="scripts/benchmark", description=_DESCRIPTION)
     parser.add_argument("--out", type=Path, required=True, help="folder for results.json and chart.png")
     parser.add_argument("--device", choices=("cpu", "cuda"), help="default: cuda when available")
-    parser.add_argument("--dtype", choices=("bfloat16", "float16", "float32"), default="bfloat16")
+    parser.add_argument(
+        "--dtype",
+        choices=("auto", "bfloat16", "float16", "float32"),
+        default="auto",
+        help="DTYPE for the engine; eager runs in the same weights' dtype (auto: the engine's choice for this device)",
+    )
     parser.add_argument(
         "--random-weights",
         action="store_true",
-        help="build falcon-rw-1b's architecture with random weights (no download); default: MODEL_ID's weights",
+        help="build falcon-rw-1b's architecture with random weights (no download); default: MODEL_ID's weights, "
+        "the embedded model when MODEL_ID is not set",
     )
     parser.add_argument("--model-dir", help="with --random-weights: where to save (and reuse) that model")
     parser.add_argument("--http", action="store_true", help="also drive the streams through the Cog HTTP server")
@@ -207,7 +228,8 @@ def main(argv: list[str]) -> int:
     write_chart(report, args.out / "chart.png")
     env = report.environment
     print(f"\nwrote {args.out / 'results.json'} and {args.out / 'chart.png'}")
-    print(f"{env['device_name']} ({env['device']}), {env['dtype']}, torch {env['torch']}, "
+    print(f"{env['device_name']} ({env['device']}, {env['cpu_capability']}), {env['dtype']} weights, prefill in "
+          f"{env['engine_prefill_dtype']}, torch {env['torch']}, "
           f"transformers {env['transformers']}, {env['torch_threads']} threads")  # fmt: skip
     print(format_table(report))
     return 0
