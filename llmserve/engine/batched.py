@@ -62,6 +62,8 @@ class BatchedSlots:
     fit raises Unsupported there, and the engine falls back to generic.TransformersSlots.
     """
 
+    chunked_prefill = True
+
     def __init__(self, model, *, slots: int, max_length: int, prefill_model=None) -> None:
         """`prefill_model`: the same model in another dtype, for prompts (its keys are stored in the model's)."""
         config = model.config

@@ -38,7 +38,10 @@ def pick_prefill_dtype(device: torch.device, dtype: torch.dtype, *, setting: str
 
 
 def cpu_has_bf16_matmul() -> bool:
-    """Whether this CPU multiplies bf16 matrices natively (AVX512-BF16 or AMX), as oneDNN's fast bf16 kernels need."""
+    """Whether this CPU multiplies bf16 matrices natively (AVX512-BF16 or AMX) and torch may use it: not when its
+    kernels are held to AVX2 (ATEN_CPU_CAPABILITY=avx2, as a check of the AVX2 figures on an AMX machine does)."""
+    if not torch.backends.cpu.get_cpu_capability().startswith("AVX512"):
+        return False
     checks = [getattr(torch.cpu, name, None) for name in ("_is_avx512_bf16_supported", "_is_amx_tile_supported")]
     return any(check() for check in checks if check is not None)
 

@@ -59,6 +59,8 @@ class FalconRWStatic(torch.nn.Module):
     A Module so that torch.compile sees the cache as buffers: fixed addresses a CUDA graph can replay on.
     """
 
+    chunked_prefill = True
+
     def __init__(self, model, *, slots: int, max_length: int, step: str = "eager", prefill_model=None) -> None:
         """`prefill_model`: the same model in another dtype, for prompts (their keys are stored in the model's)."""
         if step not in STEPS:

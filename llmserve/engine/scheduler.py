@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import atexit
 import logging
+import sys
 import threading
 from collections import deque
 from collections.abc import Callable, Sequence
@@ -38,6 +39,7 @@ class Backend(Protocol):
     slots: int
     vocab_size: int
     device: torch.device
+    chunked_prefill: bool  # whether a prompt may be prefilled a chunk at a time
 
     def prefill(self, chunks: Sequence[tuple[int, Sequence[int]]]) -> torch.Tensor: ...
     def decode(self, tokens: torch.Tensor, live: Sequence[bool]) -> torch.Tensor: ...
@@ -72,8 +74,8 @@ class _Step:
     jobs: list[Job]
 
 
-# How many prompt tokens (padding included) one prefill forward takes, on CPU and on CUDA. On 2 CPU cores 64 tokens
-# of the embedded model take about 0.1 s in float32 (docs/benchmarks.md): the longest a prompt holds up running streams.
+# How many prompt tokens (padding included) one prefill forward takes, on CPU and on CUDA: the longest a prompt holds
+# up running streams. On 2 CPU cores, 64 tokens of the embedded model take about 0.25 s in float32 (docs/engine.md).
 PREFILL_TOKENS = {False: 64, True: 1024}
 
 
@@ -109,6 +111,7 @@ class Scheduler:
         PREFILL_TOKENS for the device) bounds one prefill forward, so running streams wait at most that long."""
         self.backend = backend
         self.prefill_tokens = prefill_tokens or PREFILL_TOKENS[backend.device.type == "cuda"]
+        self._chunks = backend.chunked_prefill  # else each prompt goes in whole
         self.eos_token_ids = eos_token_ids
         self.sampler = SlotSampler(backend.slots, backend.vocab_size, eos_token_ids, backend.device)
         self._last_tokens = torch.zeros(backend.slots, dtype=torch.int64, device=backend.device)
@@ -270,10 +273,11 @@ class Scheduler:
             self._prefilling.popleft()
         if not self._prefilling:
             return
-        width = min(len(self._prefilling[0].prompt_ids) - self._prefilling[0].prefilled, self.prefill_tokens)
+        budget = self.prefill_tokens if self._chunks else sys.maxsize
+        width = min(len(self._prefilling[0].prompt_ids) - self._prefilling[0].prefilled, budget)
         batch = []
         for job in self._prefilling:
-            if (len(batch) + 1) * width > self.prefill_tokens:
+            if (len(batch) + 1) * width > budget or (batch and not self._chunks):
                 break
             if not job.done:
                 batch.append((job, min(len(job.prompt_ids) - job.prefilled, width)))

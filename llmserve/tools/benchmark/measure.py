@@ -14,7 +14,7 @@ from typing import Any
 
 from ...request.params import SamplingParams
 from ..cogserver import serving
-from .results import TTFT_RUNS, Agreement, Concurrent, SingleStream
+from .results import DECODE_RUNS, TTFT_RUNS, Agreement, Concurrent, SingleStream
 
 
 def build_random_model(out: Path, *, dtype_name: str) -> Path:
@@ -85,28 +85,52 @@ def _sync(device: str) -> None:
         torch.cuda.synchronize()
 
 
-def eager_single_stream(model, ids: list[int], new_tokens: int, device: str) -> SingleStream:
-    """transformers' generate(), greedy, default (sdpa) attention and dynamic cache: the baseline.
+def single_stream_pair(engine, ids: list[int], new_tokens: int, device: str) -> tuple[SingleStream, SingleStream]:
+    """transformers' generate() on the engine's own weights (greedy, sdpa, dynamic cache: the baseline) and the
+    engine, in alternating runs, so that a shared machine's drifting speed falls on both alike.
 
-    Each token is stamped as generate() hands it to a streamer, so that time to first token and the decode rate come
-    from one call, as the engine's do (not from the difference of two runs, which noise can make negative).
+    Both sides stamp each token as it arrives (generate() through a streamer), so that time to first token and the
+    decode rate come from one call (not from the difference of two runs, which noise can make negative). Each
+    figure is the median of its runs.
     """
     import torch
 
-    inputs = torch.tensor([ids], device=device)
+    model = engine.model
+    inputs = torch.tensor([ids], device=engine.device)
 
-    def generate(n: int) -> list[float]:
+    def eager(n: int) -> list[float]:
         stamps = _Stamps(device)
         start = time.perf_counter()
         with torch.inference_mode():
             model.generate(inputs, max_new_tokens=n, min_new_tokens=n, do_sample=False, pad_token_id=0, streamer=stamps)
         return [t - start for t in stamps.times]
 
-    generate(2)  # warm-up: kernels, allocator
-    first = statistics.median(generate(1)[0] for _ in range(TTFT_RUNS))
-    stamps = generate(new_tokens)
-    decode = (len(stamps) - 1) / (stamps[-1] - stamps[0])
-    return SingleStream("transformers eager", len(ids), new_tokens, first, decode)
+    def ours(n: int) -> list[float]:
+        start = time.perf_counter()
+        return [
+            time.perf_counter() - start for _ in engine.generate(ids, SamplingParams.plain_greedy(n, min_new_tokens=n))
+        ]
+
+    runs: dict[str, dict[str, list[float]]] = {
+        "eager": {"first": [], "decode": []},
+        "engine": {"first": [], "decode": []},
+    }
+    for side in (eager, ours):
+        side(2)  # warm-up: kernels, allocator
+    for _ in range(max(TTFT_RUNS, DECODE_RUNS)):
+        for name, side in (("eager", eager), ("engine", ours)):
+            runs[name]["first"].append(side(1)[0])
+            runs[name]["decode"].append(_rate(side(new_tokens)))
+    return tuple(
+        SingleStream(label, len(ids), new_tokens, statistics.median(runs[name]["first"]),
+                     statistics.median(runs[name]["decode"]))
+        for name, label in (("eager", "transformers eager"), ("engine", engine.backend_name))
+    )  # fmt: skip
+
+
+def _rate(stamps: Sequence[float]) -> float:
+    """Tokens after the first over their time, from each token's arrival time."""
+    return (len(stamps) - 1) / (stamps[-1] - stamps[0])
 
 
 def eager_serial_prefill(model, ids: list[int], arrivals: int, device: str) -> float:
@@ -142,22 +166,6 @@ class _Stamps:
 
     def end(self) -> None:
         pass
-
-
-def engine_single_stream(engine, ids: list[int], new_tokens: int) -> SingleStream:
-    params = SamplingParams.plain_greedy(new_tokens, min_new_tokens=new_tokens)
-    # Warm-up, as for eager: the same prompt, so the same kernel shapes.
-    list(engine.generate(ids, SamplingParams.plain_greedy(2)))
-
-    def first_token() -> float:
-        start = time.perf_counter()
-        stamps = [time.perf_counter() for _ in engine.generate(ids, SamplingParams.plain_greedy(1, min_new_tokens=1))]
-        return stamps[0] - start
-
-    first = statistics.median(first_token() for _ in range(TTFT_RUNS))
-    stamps = [time.perf_counter() for _ in engine.generate(ids, params)]
-    decode = (len(stamps) - 1) / (stamps[-1] - stamps[0])
-    return SingleStream(engine.backend_name, len(ids), new_tokens, first, decode)
 
 
 def batch_agreement(engine, prompts: Sequence[list[int]], new_tokens: int) -> Agreement:
@@ -255,6 +263,12 @@ def http_streams(
                 )
             )
         return out
+
+
+def median_run(runs: Sequence[Concurrent]) -> Concurrent:
+    """The run of median aggregate speed among runs of one level (its own figures kept together)."""
+    ordered = sorted(runs, key=lambda c: c.aggregate_tokens_per_s)
+    return ordered[(len(ordered) - 1) // 2]
 
 
 def _median(values: Sequence[float]) -> float:

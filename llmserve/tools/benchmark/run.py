@@ -6,6 +6,7 @@ import argparse
 import gc
 import json
 import os
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -20,15 +21,15 @@ from .measure import (
     batch_agreement,
     build_random_model,
     eager_serial_prefill,
-    eager_single_stream,
-    engine_single_stream,
     http_streams,
+    median_run,
     peak_memory,
     predictor_streams,
     prompt_ids,
+    single_stream_pair,
 )
 from .report import environment, format_table, write_chart
-from .results import WORKLOADS, Report, Workload
+from .results import STREAM_ROUNDS, WORKLOADS, Concurrent, Report, Workload
 
 # Single-stream decode speed and time to first token, concurrent streams through the Predictor's async run() (and,
 # with --http, through the real Cog server), setup() time with the weights on local disk, and peak memory.
@@ -76,21 +77,13 @@ def run(args: argparse.Namespace, log: Callable[[str], None]) -> Report:
 
         keep_cudnn_out_of_attention()  # as the engine does, for both: the same attention kernels on both sides
         report.environment["sdpa_cudnn"] = torch.backends.cuda.cudnn_sdp_enabled()
-    log(f"baseline: transformers eager generate() on {device}, {dtype_name}")
+    log(f"baseline: transformers eager generate() on {device}, {dtype_name}: its memory alone")
     with peak_memory(device, report.peak_memory_gb, "transformers eager"):
-        model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=getattr(torch, dtype_name)).to(device).eval()
+        model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=weights_dtype).to(device).eval()
         context = model.config.max_position_embeddings
-        for length in workload.prompt_tokens:
-            ids = prompt_ids(min(length, context - workload.new_tokens), vocab, eos)
-            report.single_stream.append(eager_single_stream(model, ids, workload.new_tokens, device))
-            log(f"  {report.single_stream[-1]}")
-        inputs, stream_prompt = _stream_inputs(tokenizer, workload)
-        arrivals = max(workload.streams)
-        report.serial_prefill_ttft_p50_s = eager_serial_prefill(
-            model, tokenizer.encode(inputs["pregunta"]), arrivals, device
-        )
-        log(f"  {arrivals} arrivals prefilled one after another: time to first token p50 "
-            f"{report.serial_prefill_ttft_p50_s:.3f} s")  # fmt: skip
+        with torch.inference_mode():
+            ids = prompt_ids(min(max(workload.prompt_tokens), context - workload.new_tokens), vocab, eos)
+            model.generate(torch.tensor([ids], device=device), max_new_tokens=2, do_sample=False, pad_token_id=0)
         del model
         gc.collect()
         if device == "cuda":
@@ -120,17 +113,28 @@ def run(args: argparse.Namespace, log: Callable[[str], None]) -> Report:
         report.compile_cache_misses = counters["inductor"]["fxgraph_cache_miss"]
         log(f"  setup() {report.setup_s:.1f} s; {report.environment['engine']}; compile cache: "
             f"{report.compile_cache_hits} hits, {report.compile_cache_misses} misses")  # fmt: skip
+        log("  single stream: generate() on the engine's own weights and the engine, in alternating runs")
         for length in workload.prompt_tokens:
             ids = prompt_ids(min(length, context - workload.new_tokens), vocab, eos)
-            report.single_stream.append(engine_single_stream(engine, ids, workload.new_tokens))
-            log(f"  {report.single_stream[-1]}")
+            report.single_stream += single_stream_pair(engine, ids, workload.new_tokens, device)
+            log(f"  {report.single_stream[-2]}\n  {report.single_stream[-1]}")
         batch = max(workload.streams)
         prompts = [prompt_ids(16 + 8 * i, vocab, eos)[i:] for i in range(batch)]  # different lengths and texts
         report.agreement = batch_agreement(engine, prompts, workload.new_tokens)
         log(f"  {report.agreement}")
-        for streams in workload.streams:
-            report.concurrent.append(predictor_streams(predictor, inputs, stream_prompt, streams, workload.new_tokens))
-            log(f"  {report.concurrent[-1]}")
+        inputs, stream_prompt = _stream_inputs(tokenizer, workload)
+        stream_ids = engine.encode(inputs["pregunta"])
+        runs: dict[int, list[Concurrent]] = {streams: [] for streams in workload.streams}
+        serial = []
+        for _ in range(STREAM_ROUNDS):  # the levels in turn, again: a drifting machine's speed falls on all
+            serial.append(eager_serial_prefill(engine.model, stream_ids, batch, device))
+            for streams in workload.streams:
+                runs[streams].append(predictor_streams(predictor, inputs, stream_prompt, streams, workload.new_tokens))
+                log(f"  {runs[streams][-1]}")
+        report.serial_prefill_ttft_p50_s = statistics.median(serial)
+        log(f"  {batch} arrivals prefilled one after another by generate(): time to first token p50 "
+            f"{report.serial_prefill_ttft_p50_s:.3f} s")  # fmt: skip
+        report.concurrent += [median_run(level) for level in runs.values()]
         engine.close()
     if getattr(engine.backend, "compiled", False):
         log("engine: setup() again in a new process, with the compile cache the first one filled")

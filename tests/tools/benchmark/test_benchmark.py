@@ -31,8 +31,8 @@ def test_benchmark_writes_results_and_chart_and_prints_the_table_last(tiny_model
     engines = [(r["engine"], r["prompt_tokens"]) for r in report["single_stream"]]
     assert engines == [
         ("transformers eager", 16),
-        ("transformers eager", 40),
         ("FalconRWStatic", 16),
+        ("transformers eager", 40),
         ("FalconRWStatic", 40),
     ]
     assert [(c["via"], c["streams"], c["errors"]) for c in report["concurrent"]] == [
@@ -50,6 +50,11 @@ def test_benchmark_writes_results_and_chart_and_prints_the_table_last(tiny_model
     assert report["compile_cache_misses"] > 0 and report["setup_new_process_s"] > 0
     assert "setup() in a new process, compile cache filled" in done.stdout
     assert set(report["peak_memory_gb"]) == {"transformers eager", "engine"}
+    # The targets as ratios within the run, against a baseline that cannot go negative.
+    assert report["serial_prefill_ttft_p50_s"] > 0 and report["environment"]["cpu_capability"]
+    for row in ("single-stream decode, engine / eager", "Predictor.run 1 stream decode rate / eager",
+                "aggregate, 3 streams / 1", "TTFT p50, 3 arrivals: serial eager prefill / engine"):  # fmt: skip
+        assert row in done.stdout
     assert report["environment"]["torch"] and report["environment"]["device"] == "cpu"
     assert (out / "chart.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert done.stdout.rstrip().splitlines()[-1].startswith("peak RSS, engine phase")
