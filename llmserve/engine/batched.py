@@ -63,6 +63,7 @@ class BatchedSlots:
     """
 
     chunked_prefill = True
+    batched_prefill = True
 
     def __init__(self, model, *, slots: int, max_length: int, prefill_model=None) -> None:
         """`prefill_model`: the same model in another dtype, for prompts (its keys are stored in the model's)."""
@@ -81,9 +82,10 @@ class BatchedSlots:
         self.max_length = max_length
         self.device, self.dtype = param.device, param.dtype
         self.vocab_size = model.get_output_embeddings().weight.shape[0]
-        self._window = getattr(config, "sliding_window", None) if layer_types or _uses_window(config) else None
         # Models with layer types take a mask per type; the others one mask for every layer.
         self._mask_types = sorted(set(layer_types)) if layer_types else None
+        windowed = "sliding_attention" in self._mask_types if layer_types else _uses_window(config)
+        self._window = config.sliding_window if windowed else None
         self._additive = attention == "eager"  # eager attention adds the mask; sdpa takes it as booleans
         layers = config.get_text_config().num_hidden_layers
         self._cache = Cache(layers=[_SlotLayer(self, i) for i in range(layers)])
@@ -217,7 +219,15 @@ class BatchedSlots:
             seen = k_buffer[:n, :, :span], v_buffer[:n, :, :span]
         else:
             seen = k_buffer[:, :, :span].index_select(0, rows), v_buffer[:, :, :span].index_select(0, rows)
-        return seen[0].to(keys.dtype), seen[1].to(values.dtype)  # a prefill model in another dtype reads its own
+        if keys.dtype == k_buffer.dtype:
+            return seen
+        # A prefill model in another dtype reads the earlier chunks as stored, and this chunk's keys as it made them.
+        k_seen, v_seen = seen[0].to(keys.dtype), seen[1].to(values.dtype)
+        real = self._where.to(keys.device) < span  # padding writes past the span
+        local = torch.arange(n, device=keys.device)[:, None].expand_as(real)[real]
+        k_seen[local, :, self._where.to(keys.device)[real]] = keys.transpose(1, 2)[real]
+        v_seen[local, :, self._where.to(keys.device)[real]] = values.transpose(1, 2)[real]
+        return k_seen, v_seen
 
     def _reserve(self, positions: int) -> None:
         """Grow every layer's buffers to hold `positions` per slot (copying what they hold)."""

@@ -60,6 +60,7 @@ class FalconRWStatic(torch.nn.Module):
     """
 
     chunked_prefill = True
+    batched_prefill = False
 
     def __init__(self, model, *, slots: int, max_length: int, step: str = "eager", prefill_model=None) -> None:
         """`prefill_model`: the same model in another dtype, for prompts (their keys are stored in the model's)."""
@@ -139,7 +140,10 @@ class FalconRWStatic(torch.nn.Module):
             self.k_cache[i, slot, :, start:end] = k[0]
             self.v_cache[i, slot, :, start:end] = v[0]
             keys, values = self.k_cache[i, slot : slot + 1, :, :end], self.v_cache[i, slot : slot + 1, :, :end]
-            attn = F.scaled_dot_product_attention(q, keys.to(dtype), values.to(dtype), attn_mask=mask)
+            if dtype != self.dtype:  # a prefill model in another dtype: earlier chunks as stored, this one as made
+                keys = torch.cat([keys[:, :, :start].to(dtype), k], dim=2)
+                values = torch.cat([values[:, :, :start].to(dtype), v], dim=2)
+            attn = F.scaled_dot_product_attention(q, keys, values, attn_mask=mask)
             x = self._finish_layer(layer, x, attn)
         self.positions[slot] = end
         self._lengths[slot] = end

@@ -17,6 +17,7 @@ class TransformersSlots:
     # A recurrent layer continues its state one token at a time only (Jamba's, Mamba's): each prompt is prefilled
     # in one forward here, never in chunks.
     chunked_prefill = False
+    batched_prefill = False
 
     def __init__(self, model, *, slots: int, prefill_model=None) -> None:
         """`prefill_model`: the same model in another dtype, for prompts (their caches are then cast to the model's)."""
@@ -58,6 +59,7 @@ class TransformersSlots:
         out = model(input_ids=ids, use_cache=True, **cache, **options)
         self._caches[slot] = getattr(out, self._cache_name)
         return out.logits[:, -1].float()
+
     def release(self, slot: int) -> None:
         self._caches[slot] = None
 

@@ -8,6 +8,7 @@ from types import SimpleNamespace
 
 import pytest
 import torch
+from transformers import AutoModelForCausalLM
 
 from llmserve.engine import device as device_module
 from llmserve.engine.batched import BatchedSlots
@@ -48,7 +49,8 @@ def test_bf16_matmul_is_not_native_when_torch_is_held_to_avx2(monkeypatch):
 def test_a_float32_prefill_beside_bf16_weights_gives_the_float32_models_first_token(
     model, kind, backend, tiny_model_dir, tiny_chat_model_dir, make_engine
 ):
-    """The prompt runs through a float32 copy (keys kept in bf16), then decoding runs on the bf16 weights."""
+    """The prompt runs through a float32 copy of the bf16 weights (keys kept in bf16), then decoding runs on the bf16
+    weights: the first token is the one a float32 forward of those (bf16-rounded) weights picks."""
     path = tiny_model_dir if model == "falcon" else tiny_chat_model_dir
     engine = make_engine(path, dtype=torch.bfloat16, kind=kind, prefill_dtype=torch.float32)
     assert isinstance(engine.backend, backend) and engine.prefill_dtype == torch.float32
@@ -57,7 +59,9 @@ def test_a_float32_prefill_beside_bf16_weights_gives_the_float32_models_first_to
     prompt = engine.encode("Question: What is the capital of France?\nAnswer:")
     tokens = list(engine.generate(prompt, params(max_new_tokens=12, min_new_tokens=12)))
     assert len(tokens) == 12
-    assert tokens[0] == reference_greedy(path, prompt, 1)[0]  # chosen from the float32 prefill's logits
+    rounded = AutoModelForCausalLM.from_pretrained(path, dtype=torch.bfloat16).float().eval()
+    with torch.inference_mode():
+        assert tokens[0] == int(rounded(input_ids=torch.tensor([prompt])).logits[0, -1].argmax())
 
 
 def test_no_float32_copy_when_it_does_not_fit_in_memory(tiny_chat_model_dir, make_engine, monkeypatch, caplog):
