@@ -1,14 +1,16 @@
 """The batched path for any decoder-only transformers model: every slot's rows in one forward of the model's own code.
 
-Each slot keeps its keys and values in one buffer per layer, (slots, kv heads, capacity, head dim), that grows as
-the longest request does. A forward runs a block of rows, each at its own positions: the model gets those positions
-as `position_ids` and a 4-D mask built here (a key is seen when it is at or before the query's position, and within
-the window on sliding-window layers), and the cache below writes each row's new keys where its request is, so rows of
-different lengths share a step, and requests join and leave between steps without moving anyone's cache. Prefill
-chunks are left-padded, so that every row's last token is the forward's last position (`logits_to_keep=1`).
-This is text-generation-inference's `CausalLMBatch` without its re-padding on every join, in the layout of the
-Falcon-RW fast path's static cache.
+Per-slot KV buffers, per-row `position_ids` and a 4-D mask built here; docs/engine.md has the design and its reasons.
 """
+
+# Each slot keeps its keys and values in one buffer per layer, (slots, kv heads, capacity, head dim), that grows as
+# the longest request does. A forward runs a block of rows, each at its own positions: the model gets those positions
+# as `position_ids` and a 4-D mask built here (a key is seen when it is at or before the query's position, and within
+# the window on sliding-window layers), and the cache below writes each row's new keys where its request is, so rows
+# of different lengths share a step, and requests join and leave between steps without moving anyone's cache.
+# Prefill chunks are left-padded, so that every row's last token is the forward's last position (`logits_to_keep=1`).
+# This is text-generation-inference's `CausalLMBatch` without its re-padding on every join, in the layout of the
+# Falcon-RW fast path's static cache.
 
 from __future__ import annotations
 
@@ -58,8 +60,7 @@ class _SlotLayer(CacheLayerMixin):
 class BatchedSlots:
     """Any causal LM whose attention layers go through transformers' Cache API, decoding `slots` rows in one forward.
 
-    `verify()` (run by Engine on load) checks this model's forward against its own plain forward; a model it does not
-    fit raises Unsupported there, and the engine falls back to generic.TransformersSlots.
+    `verify()` (run by pick_backend) raises Unsupported for a model it does not fit: it then runs a forward per request.
     """
 
     chunked_prefill = True

@@ -151,11 +151,9 @@ class FalconRWStatic(torch.nn.Module):
 
     @torch.inference_mode()
     def decode(self, tokens: torch.Tensor, live: Sequence[bool]) -> torch.Tensor:
-        """One token for each live row of the first len(live) slots: (rows, vocab) float32 logits.
-
-        The other rows still step (padding to a power of two, or a prompt still in prefill): they keep their length,
-        so they never widen the span, and what they write lies past it, where their next prefill or step writes.
-        """
+        """One token for each live row of the first len(live) slots: (rows, vocab) float32 logits."""
+        # The other rows still step (padding to a power of two, or a prompt still in prefill): they keep their length,
+        # so they never widen the span, and what they write lies past it, where their next prefill or step writes.
         rows = len(live)
         span = self.span(max(self._lengths[:rows]) + 1)
         for row, on in enumerate(live):

@@ -43,9 +43,7 @@ def pick_backend(
 ) -> Backend:
     """The fast Falcon-RW path when the model has that layout (ENGINE=auto|fast); else the batched path when the
     model passes its check (ENGINE=auto|batched); else a forward per slot (ENGINE=transformers, or the fallback).
-
-    A compiled step keeps what it compiled in `compile_cache`, so the next setup reads it back.
-    """
+    A compiled step keeps what it compiled in `compile_cache`, so the next setup reads it back."""
     if kind == "fast" and not falcon.supports(model.config):
         raise SetupError(
             ErrorCode.BadConfig,

@@ -1,14 +1,12 @@
 """Continuous batching in fixed slots: requests join the running batch between decode steps, on one thread.
 
-Each loop gives newly arrived requests free slots, runs one prefill forward for the prompts still waiting (as many
-as a token budget holds, a long prompt a chunk at a time), then one decode step for every slot past its prompt.
+Each loop: free slots for arrivals, one prefill forward (prefill.plan), one decode step for every slot past its prompt.
 """
 
 from __future__ import annotations
 
 import atexit
 import logging
-import sys
 import threading
 from collections import deque
 from collections.abc import Callable, Sequence
@@ -20,6 +18,7 @@ import torch
 
 from ..errors import EngineBroken
 from ..request.params import SamplingParams
+from . import prefill
 from .sampling import SlotSampler
 
 logger = logging.getLogger(__name__)
@@ -30,11 +29,10 @@ Sink = Callable[[Event], None]
 
 
 class Backend(Protocol):
-    """A model that decodes in fixed slots (batched.BatchedSlots, falcon.FalconRWStatic, generic.TransformersSlots).
+    """A model that decodes in fixed slots (batched.BatchedSlots, falcon.FalconRWStatic, generic.TransformersSlots)."""
 
-    prefill: for each (slot, ids), run ids after what the slot holds; (chunks, vocab) float32 logits of each last id.
-    decode: one token for each live row among the first len(live) slots; (len(live), vocab) float32 logits.
-    """
+    # prefill: for each (slot, ids), run ids after what the slot holds; (chunks, vocab) float32 logits of each last id.
+    # decode: one token for each live row among the first len(live) slots; (len(live), vocab) float32 logits.
 
     slots: int
     vocab_size: int
@@ -75,12 +73,6 @@ class _Step:
     jobs: list[Job]
 
 
-# How many prompt tokens (padding included) one prefill forward takes, on CPU and on CUDA: the longest a prompt holds
-# up running streams. On 2 CPU cores, 64 tokens of the embedded model take about 0.25 s in float32 (docs/engine.md).
-PREFILL_TOKENS = {False: 64, True: 1024}
-_IDLE_CHUNKS = 8  # while no stream decodes, one prefill forward takes this many times PREFILL_TOKENS
-
-
 def bucket(rows: int, slots: int) -> int:
     """Round up to a power of two (capped at `slots`), so few distinct shapes are ever compiled."""
     size = 1
@@ -110,10 +102,9 @@ class Scheduler:
         prefill_tokens: int | None = None,
     ) -> None:
         """`pipelined` (default: on CUDA) hands out step n's tokens after launching step n+1. `prefill_tokens` (default:
-        PREFILL_TOKENS for the device) bounds one prefill forward, so running streams wait at most that long."""
+        prefill.PREFILL_TOKENS for the device) bounds one prefill forward, so running streams wait at most that long."""
         self.backend = backend
-        self.prefill_tokens = prefill_tokens or PREFILL_TOKENS[backend.device.type == "cuda"]
-        self._chunks = backend.chunked_prefill  # else each prompt goes in whole
+        self.prefill_tokens = prefill_tokens or prefill.PREFILL_TOKENS[backend.device.type == "cuda"]
         self.eos_token_ids = eos_token_ids
         self.sampler = SlotSampler(backend.slots, backend.vocab_size, eos_token_ids, backend.device)
         self._last_tokens = torch.zeros(backend.slots, dtype=torch.int64, device=backend.device)
@@ -271,23 +262,16 @@ class Scheduler:
     def _prefill(self) -> None:
         """One forward over the waiting prompts, in arrival order, up to `prefill_tokens` (padding counted); a prompt
         that is then all in the cache gets its first token at once (time to first token)."""
-        while self._prefilling and self._prefilling[0].done:
-            self._prefilling.popleft()
-        if not self._prefilling:
-            return
-        # A chunk bounds how long running streams wait; with none running, a larger one prefills faster (on CPU,
-        # a float32 product of 64 rows of falcon-rw-1b's width took 0.8x the time of 128 rows, not 0.5x).
+        waiting = [job for job in self._prefilling if not job.done]
+        self._prefilling = deque(waiting)
         decoding = any(job is not None and not job.prefilling for job in self._slots)
-        budget = self.prefill_tokens * (1 if decoding else _IDLE_CHUNKS)
-        if not self._chunks:
-            budget = sys.maxsize
-        width = min(len(self._prefilling[0].prompt_ids) - self._prefilling[0].prefilled, budget)
-        batch = []
-        for job in self._prefilling:
-            if (len(batch) + 1) * width > budget or (batch and not self._chunks):
-                break
-            if not job.done:
-                batch.append((job, min(len(job.prompt_ids) - job.prefilled, width)))
+        sizes = prefill.plan(
+            [len(job.prompt_ids) - job.prefilled for job in waiting],
+            budget=self.prefill_tokens,
+            decoding=decoding,
+            chunked=self.backend.chunked_prefill,
+        )
+        batch = list(zip(waiting, sizes, strict=False))
         # A backend that runs the rows one after another anyway: each prompt's first token as soon as it is in.
         for group in [batch] if self.backend.batched_prefill else [[item] for item in batch]:
             self._prefill_rows(group)

@@ -141,3 +141,17 @@ def test_prompts_that_arrive_together_share_one_prefill_forward(tiny_chat_model_
     assert forwards == [[3], [10, 10, 10]]
     for prompt, r in zip(prompts, recorders, strict=True):
         assert r.tokens == reference_greedy(tiny_chat_model_dir, prompt, 4)
+
+
+def test_the_plan_fills_the_budget_in_arrival_order_padding_counted():
+    from llmserve.engine.prefill import IDLE_CHUNKS, plan
+
+    # Streams decoding: 8 tokens. The first prompt sets the width; later rows are cut or padded to it.
+    assert plan([30, 20, 23], budget=8, decoding=True, chunked=True) == [8]
+    assert plan([3, 20, 2, 9], budget=8, decoding=True, chunked=True) == [3, 3]
+    # Nothing decoding: 8 times the budget, so two 30-wide rows fit in 64 and a third does not.
+    assert IDLE_CHUNKS == 8
+    assert plan([30, 20, 23], budget=8, decoding=False, chunked=True) == [30, 20]
+    # A backend that continues no prompt in chunks: one whole prompt, however long.
+    assert plan([500, 3], budget=8, decoding=True, chunked=False) == [500]
+    assert plan([], budget=8, decoding=True, chunked=True) == []

@@ -87,12 +87,9 @@ def _sync(device: str) -> None:
 
 def single_stream_pair(engine, ids: list[int], new_tokens: int, device: str) -> tuple[SingleStream, SingleStream]:
     """transformers' generate() on the engine's own weights (greedy, sdpa, dynamic cache: the baseline) and the
-    engine, in alternating runs, so that a shared machine's drifting speed falls on both alike.
-
-    Both sides stamp each token as it arrives (generate() through a streamer), so that time to first token and the
-    decode rate come from one call (not from the difference of two runs, which noise can make negative). Each
-    figure is the median of its runs.
-    """
+    engine, in alternating runs, so that a shared machine's drifting speed falls on both alike; medians of the runs."""
+    # Both sides stamp each token as it arrives (generate() through a streamer), so that time to first token and the
+    # decode rate come from one call, not from the difference of two runs, which noise can make negative.
     import torch
 
     model = engine.model
