@@ -272,6 +272,8 @@ class Scheduler:
             chunked=self.backend.chunked_prefill,
         )
         batch = list(zip(waiting, sizes, strict=False))
+        if not batch:  # every waiting prompt was cancelled
+            return
         # A backend that runs the rows one after another anyway: each prompt's first token as soon as it is in.
         for group in [batch] if self.backend.batched_prefill else [[item] for item in batch]:
             self._prefill_rows(group)

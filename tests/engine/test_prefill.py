@@ -155,3 +155,36 @@ def test_the_plan_fills_the_budget_in_arrival_order_padding_counted():
     # A backend that continues no prompt in chunks: one whole prompt, however long.
     assert plan([500, 3], budget=8, decoding=True, chunked=False) == [500]
     assert plan([], budget=8, decoding=True, chunked=True) == []
+
+
+def test_a_prompt_cancelled_between_its_chunks_leaves_no_empty_prefill(tiny_chat_model_dir, make_engine, monkeypatch):
+    """Cancelled after its first chunk: the request ends, and the loop runs no prefill of nothing (nor logs one)."""
+    engine = make_engine(tiny_chat_model_dir, slots=2)
+    engine.scheduler.close()
+    backend = engine.backend
+    prefill = backend.prefill
+    calls: list[list[int]] = []
+    scheduler = Scheduler(backend, eos_token_ids=engine.eos_token_ids, prefill_tokens=8)
+    cancelled, submitted = Recorder(), threading.Event()
+    prompt = (engine.encode("Question: What is the capital of France? ") * 10)[:100]
+
+    def cancelling(chunks):
+        calls.append([len(ids) for _, ids in chunks])
+        assert submitted.wait(60)
+        scheduler.cancel(job)  # from the decode thread, between this chunk and the next
+        return prefill(chunks)
+
+    monkeypatch.setattr(backend, "prefill", cancelling)
+    try:
+        job = scheduler.submit(prompt, params(max_new_tokens=4, min_new_tokens=4), cancelled)
+        submitted.set()
+        cancelled.wait(finished)
+        after = Recorder()
+        monkeypatch.setattr(backend, "prefill", prefill)
+        scheduler.submit(engine.encode("Hola"), params(max_new_tokens=3, min_new_tokens=3), after)
+        after.wait(finished)
+    finally:
+        scheduler.close()
+    assert calls == [[64]]
+    assert cancelled.outcome is None and cancelled.tokens == []
+    assert after.outcome is None and len(after.tokens) == 3
