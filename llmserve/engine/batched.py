@@ -14,13 +14,10 @@ Per-slot KV buffers, per-row `position_ids` and a 4-D mask built here; docs/engi
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Sequence
 
 import torch
 from transformers.cache_utils import Cache, CacheLayerMixin
-
-logger = logging.getLogger(__name__)
 
 _GROW = 256  # the cache grows by at least this many positions at a time
 _MASKS = ("full_attention", "sliding_attention")  # the layer types whose masks this module builds
@@ -34,7 +31,6 @@ class _SlotLayer(CacheLayerMixin):
     """One layer of the slot cache, as the model's attention calls it: `update` stores and returns the keys."""
 
     is_sliding = False
-    is_compileable = False
 
     def __init__(self, owner: BatchedSlots, index: int) -> None:
         super().__init__()
@@ -108,12 +104,11 @@ class BatchedSlots:
         starts = [self._lengths[slot] for slot, _ in chunks]
         tokens = torch.zeros(len(chunks), width, dtype=torch.int64)
         positions = torch.full((len(chunks), width), -1, dtype=torch.int64)  # -1: padding
-        for row, ((_, ids), start) in enumerate(zip(chunks, starts, strict=True)):
+        for row, ((slot, ids), start) in enumerate(zip(chunks, starts, strict=True)):
             n = len(ids)
             tokens[row, width - n :] = torch.tensor(list(ids), dtype=torch.int64)
             positions[row, width - n :] = torch.arange(start, start + n)
-        for (slot, ids), start in zip(chunks, starts, strict=True):
-            self._lengths[slot] = start + len(ids)
+            self._lengths[slot] = start + n
         slots = [slot for slot, _ in chunks]
         rows = None if slots == list(range(len(slots))) else torch.tensor(slots, device=self.device)
         return self._forward(self.prefill_model, tokens, positions, rows)
@@ -212,7 +207,8 @@ class BatchedSlots:
         n = keys.shape[0]
         # A model spread over GPUs (accelerate) has each layer's cache on that layer's GPU.
         rows = torch.arange(n, device=keys.device) if self._rows is None else self._rows.to(keys.device)
-        at = (rows[:, None], slice(None), self._where.to(keys.device))
+        where = self._where.to(keys.device)
+        at = (rows[:, None], slice(None), where)
         k_buffer[at] = keys.transpose(1, 2).to(k_buffer.dtype)
         v_buffer[at] = values.transpose(1, 2).to(v_buffer.dtype)
         span = self._span
@@ -224,10 +220,10 @@ class BatchedSlots:
             return seen
         # A prefill model in another dtype reads the earlier chunks as stored, and this chunk's keys as it made them.
         k_seen, v_seen = seen[0].to(keys.dtype), seen[1].to(values.dtype)
-        real = self._where.to(keys.device) < span  # padding writes past the span
-        local = torch.arange(n, device=keys.device)[:, None].expand_as(real)[real]
-        k_seen[local, :, self._where.to(keys.device)[real]] = keys.transpose(1, 2)[real]
-        v_seen[local, :, self._where.to(keys.device)[real]] = values.transpose(1, 2)[real]
+        real = where < span  # padding writes past the span
+        at = (torch.arange(n, device=keys.device)[:, None].expand_as(real)[real], slice(None), where[real])
+        k_seen[at] = keys.transpose(1, 2)[real]
+        v_seen[at] = values.transpose(1, 2)[real]
         return k_seen, v_seen
 
     def _reserve(self, positions: int) -> None:

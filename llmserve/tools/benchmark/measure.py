@@ -14,7 +14,7 @@ from typing import Any
 
 from ...request.params import SamplingParams
 from ..cogserver import serving
-from .results import DECODE_RUNS, TTFT_RUNS, Agreement, Concurrent, SingleStream
+from .results import SINGLE_STREAM_RUNS, Agreement, Concurrent, SingleStream
 
 
 def build_random_model(out: Path, *, dtype_name: str) -> Path:
@@ -114,7 +114,7 @@ def single_stream_pair(engine, ids: list[int], new_tokens: int, device: str) -> 
     }
     for side in (eager, ours):
         side(2)  # warm-up: kernels, allocator
-    for _ in range(max(TTFT_RUNS, DECODE_RUNS)):
+    for _ in range(SINGLE_STREAM_RUNS):
         for name, side in (("eager", eager), ("engine", ours)):
             runs[name]["first"].append(side(1)[0])
             runs[name]["decode"].append(_rate(side(new_tokens)))

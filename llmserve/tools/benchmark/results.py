@@ -14,8 +14,8 @@ class Workload:
     stream_prompt_tokens: int  # the prompt of each concurrent stream
 
 
-TTFT_RUNS = 3  # time to first token: the median of this many runs, for eager and engine alike
-DECODE_RUNS = 3  # single-stream decode rate: the median of this many answers (a shared CPU's speed drifts)
+# Single stream: time to first token and decode rate, each the median of this many alternating runs per side.
+SINGLE_STREAM_RUNS = 3
 STREAM_ROUNDS = 2  # each concurrency level is run this many times, in turn with the others; the median run is kept
 
 # The GPU targets' workload (docs/benchmarks.md); on 2 CPU cores that shape would take an hour: a smaller one.
