@@ -16,7 +16,8 @@ from typing import Protocol
 
 from ..errors import ErrorCode, SetupError
 from ..request.params import SamplingParams
-from .policy import Decision, log_decision
+from .pipeline import SentenceFilter
+from .policy import Decision
 
 logger = logging.getLogger(__name__)
 
@@ -42,9 +43,6 @@ PROMPT_CATEGORIES: dict[str, str] = {
 VERDICT_TOKENS = 20
 _GREEDY = SamplingParams.plain_greedy(VERDICT_TOKENS)
 _CODE = re.compile(r"\bS(\d{1,2})\b")
-# Where the output filter asks the classifier: after a sentence, or after this many characters without one.
-_SENTENCE_END = re.compile(r"[.!?\u2026](?=\s)|\n")
-_MAX_HELD_CHARS = 500
 _CACHE_SIZE = 256
 
 
@@ -164,8 +162,8 @@ class LlamaGuardModerator:
                 return decision
         return Decision(True, (), self.name, time.perf_counter() - start)
 
-    def output_filter(self, user_text: str = "") -> GuardOutputFilter:
-        return GuardOutputFilter(self, user_text)
+    def output_filter(self, user_text: str = "") -> SentenceFilter:
+        return SentenceFilter(self, user_text)
 
     def self_check(self) -> Verdict:
         """Classify one harmless question; SetupError if the model does not answer in Llama Guard's format."""
@@ -185,60 +183,3 @@ class LlamaGuardModerator:
         close = getattr(self.engine, "close", None)
         if close is not None:
             close()
-
-
-class GuardOutputFilter:
-    """Holds back the sentence being written; at each sentence end, asks the classifier about the answer so far.
-
-    A run of text without a sentence end is checked every _MAX_HELD_CHARS characters, at a space.
-    """
-
-    # Asking at every token would cost a classifier call per token; a sentence is the smallest unit it judges well.
-
-    backend = "llama_guard"
-
-    def __init__(self, moderator: LlamaGuardModerator, user_text: str) -> None:
-        self.moderator = moderator
-        self.user_text = user_text
-        self.blocked: Decision | None = None
-        self.seconds = 0.0
-        self.checks = 0
-        self._sent = ""
-        self._pending = ""
-
-    def push(self, chunk: str) -> str:
-        if self.blocked is not None or not chunk:
-            return ""
-        self._pending += chunk
-        cut = 0
-        for match in _SENTENCE_END.finditer(self._pending):
-            cut = match.end()
-        if not cut and len(self._pending) > _MAX_HELD_CHARS:
-            space = self._pending.rfind(" ")
-            cut = space if space > 0 else len(self._pending)
-        return self._release(cut) if cut else ""
-
-    def finish(self) -> str:
-        if self.blocked is not None:
-            return ""
-        if not self._pending.strip():  # whitespace needs no verdict
-            out, self._pending = self._pending, ""
-            return out
-        return self._release(len(self._pending))
-
-    def _release(self, cut: int) -> str:
-        start = time.perf_counter()
-        answer = self._sent + self._pending[:cut]
-        decision = self.moderator.decide(
-            (("user", self.user_text), ("assistant", answer)), field="output", started=start
-        )
-        self.seconds += decision.seconds
-        self.checks += 1
-        if not decision.allowed:
-            self.blocked = Decision(False, decision.categories, self.backend, self.seconds, "output", decision.detail)
-            self._pending = ""
-            log_decision(self.blocked, "output")
-            return ""
-        out, self._pending = self._pending[:cut], self._pending[cut:]
-        self._sent += out
-        return out

@@ -2,9 +2,16 @@
 
 from __future__ import annotations
 
+import re
+import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
+from typing import Protocol
 
 from .policy import Decision, Moderator, OutputFilter, log_decision, moderation_metrics, output_blocked
+
+# Where a model-backed output filter asks its model: after a sentence, or after this many characters without one.
+_SENTENCE_END = re.compile(r"[.!?\u2026](?=\s)|\n")
+_MAX_HELD_CHARS = 500
 
 
 class PassThroughFilter:
@@ -19,6 +26,68 @@ class PassThroughFilter:
 
     def finish(self) -> str:
         return ""
+
+
+class SentenceJudge(Protocol):
+    """A model-backed backend (Llama Guard, the trained classifier): one verdict on a conversation so far."""
+
+    name: str
+
+    def decide(self, turns: Sequence[tuple[str, str]], *, field: str, started: float) -> Decision: ...
+
+
+class SentenceFilter:
+    """Holds back the sentence being written; at each sentence end, asks the model about the answer so far.
+
+    A run of text without a sentence end is checked every _MAX_HELD_CHARS characters, at a space.
+    """
+
+    # Asking at every token would cost a model call per token; a sentence is the smallest unit it judges well.
+
+    def __init__(self, judge: SentenceJudge, user_text: str) -> None:
+        self.judge = judge
+        self.backend = judge.name
+        self.user_text = user_text
+        self.blocked: Decision | None = None
+        self.seconds = 0.0
+        self.checks = 0
+        self._sent = ""
+        self._pending = ""
+
+    def push(self, chunk: str) -> str:
+        if self.blocked is not None or not chunk:
+            return ""
+        self._pending += chunk
+        cut = 0
+        for match in _SENTENCE_END.finditer(self._pending):
+            cut = match.end()
+        if not cut and len(self._pending) > _MAX_HELD_CHARS:
+            space = self._pending.rfind(" ")
+            cut = space if space > 0 else len(self._pending)
+        return self._release(cut) if cut else ""
+
+    def finish(self) -> str:
+        if self.blocked is not None:
+            return ""
+        if not self._pending.strip():  # whitespace needs no verdict
+            out, self._pending = self._pending, ""
+            return out
+        return self._release(len(self._pending))
+
+    def _release(self, cut: int) -> str:
+        start = time.perf_counter()
+        answer = self._sent + self._pending[:cut]
+        decision = self.judge.decide((("user", self.user_text), ("assistant", answer)), field="output", started=start)
+        self.seconds += decision.seconds
+        self.checks += 1
+        if not decision.allowed:
+            self.blocked = Decision(False, decision.categories, self.backend, self.seconds, "output", decision.detail)
+            self._pending = ""
+            log_decision(self.blocked, "output")
+            return ""
+        out, self._pending = self._pending[:cut], self._pending[cut:]
+        self._sent += out
+        return out
 
 
 class ChainedFilter:

@@ -7,11 +7,11 @@ import pytest
 from llmserve.errors import ErrorCode, SetupError
 from llmserve.moderation.llamaguard import (
     PROMPT_CATEGORIES,
-    GuardOutputFilter,
     LlamaGuardModerator,
     guard_prompt,
     parse_verdict,
 )
+from llmserve.moderation.pipeline import SentenceFilter
 from llmserve.moderation.policy import CATEGORIES
 from tests.helpers.moderation import ScriptedEngine, keyword_guard
 
@@ -95,7 +95,7 @@ def test_an_unreadable_verdict_fails_closed():
 
 def test_the_classifier_filter_asks_at_sentence_ends_and_never_sends_an_unsafe_sentence():
     engine = keyword_guard("veneno")
-    filt = GuardOutputFilter(LlamaGuardModerator(engine), "¿Qué es el cianuro?")
+    filt = SentenceFilter(LlamaGuardModerator(engine), "¿Qué es el cianuro?")
     answer = ["El cia", "nuro es un compuesto.", " Se usa en minería", ". Para matar usa este veneno", " así. Y"]
     sent = [filt.push(c) for c in answer]
     assert sent == ["", "", "El cianuro es un compuesto.", " Se usa en minería.", ""]
@@ -106,9 +106,9 @@ def test_the_classifier_filter_asks_at_sentence_ends_and_never_sends_an_unsafe_s
 
 
 def test_the_classifier_filter_checks_the_rest_at_finish_and_long_runs_without_a_full_stop():
-    filt = GuardOutputFilter(LlamaGuardModerator(keyword_guard("veneno")), "Hola")
+    filt = SentenceFilter(LlamaGuardModerator(keyword_guard("veneno")), "Hola")
     assert filt.push("Sin punto final") == "" and filt.finish() == "Sin punto final" and filt.checks == 1
-    long_run = GuardOutputFilter(LlamaGuardModerator(keyword_guard()), "Hola")
+    long_run = SentenceFilter(LlamaGuardModerator(keyword_guard()), "Hola")
     out = long_run.push("palabra " * 80)
     assert out and len(out) < 640 and long_run.checks == 1
     assert out + long_run.finish() == "palabra " * 80
