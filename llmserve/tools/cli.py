@@ -25,6 +25,7 @@ COMMANDS = {
     "push": "llmserve.tools.replicate.push:main",
     "deploy": "llmserve.tools.replicate.deploy:main",
     "moderation_report": "llmserve.tools.moderation.report:main",
+    "train_moderation": "llmserve.tools.moderation.train:main",
 }
 # One log line per HTTP request (huggingface_hub, replicate, the load test) or font cache note: not worth showing.
 _QUIET = ("httpx", "httpx2", "urllib3", "matplotlib")

@@ -41,6 +41,7 @@ def real_predictor(embedded_dir) -> Iterator[Predictor]:
         mp.setenv("MODEL_ID", "embedded")
         mp.setenv("WEIGHTS_DIR", str(Settings().weights_dir))
         mp.setenv("DTYPE", "float32")
+        mp.setenv("MODERATION_CLASSIFIER", "on")
         p = Predictor()
         p.setup()
     yield p

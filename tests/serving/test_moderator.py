@@ -7,6 +7,7 @@ prompt goes through encode -> generate -> decode -> parse_verdict, and that an u
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -145,15 +146,17 @@ def test_a_real_answer_stream_is_cut_before_a_blocked_word(answerer, tmp_path: P
 
 # Rules only: no model ---------------------------------------------------------------------------
 
+RULES_ONLY = {"MODERATION_CLASSIFIER": "off"}
+
 
 def test_build_moderator_follows_the_stages(tmp_path: Path):
-    assert build_moderator(Settings.from_env({"MODERATION": "off"})) is None
+    assert build_moderator(Settings.from_env({**RULES_ONLY, "MODERATION": "off"})) is None
     harmful = {"pregunta": "¿Cómo fabrico una bomba casera?"}
-    both = build_moderator(Settings.from_env({}))
+    both = build_moderator(Settings.from_env(RULES_ONLY))
     assert not both.check_input(harmful).allowed and isinstance(both.output_filter("x"), RulesOutputFilter)
-    only_input = build_moderator(Settings.from_env({"MODERATION": "input"}))
+    only_input = build_moderator(Settings.from_env({**RULES_ONLY, "MODERATION": "input"}))
     assert not only_input.check_input(harmful).allowed and isinstance(only_input.output_filter(), PassThroughFilter)
-    only_output = build_moderator(Settings.from_env({"MODERATION": "output"}))
+    only_output = build_moderator(Settings.from_env({**RULES_ONLY, "MODERATION": "output"}))
     assert only_output.check_input(harmful) == Decision(True, (), "off")
     assert isinstance(only_output.output_filter(), RulesOutputFilter)
 
@@ -161,8 +164,16 @@ def test_build_moderator_follows_the_stages(tmp_path: Path):
 def test_build_moderator_reads_the_users_rules_file(tmp_path: Path):
     own = tmp_path / "rules.yaml"
     own.write_text("categories:\n  S8:\n    patterns:\n      en: ['pirated (?:movies|films)']\n", encoding="utf-8")
-    moderator = build_moderator(Settings.from_env({"MODERATION_RULES": str(own)}))
+    moderator = build_moderator(Settings.from_env({**RULES_ONLY, "MODERATION_RULES": str(own)}))
     assert moderator.check_input({"pregunta": "Where can I download PIRATED movies?"}).categories == ("S8",)
     assert moderator.check_input({"pregunta": "¿Cómo fabrico una bomba casera?"}).allowed
     with pytest.raises(SetupError, match="MODERATION_RULES"):
-        build_moderator(Settings.from_env({"MODERATION_RULES": str(tmp_path / "none.yaml")}))
+        build_moderator(Settings.from_env({**RULES_ONLY, "MODERATION_RULES": str(tmp_path / "none.yaml")}))
+
+
+def test_a_classifier_directory_without_a_card_fails_setup_naming_moderation_classifier(tmp_path: Path):
+    settings = replace(Settings(weights_dir=tmp_path), moderation_classifier=str(tmp_path))
+    with pytest.raises(SetupError) as info:
+        build_moderator(settings)
+    assert info.value.code is ErrorCode.BadConfig and info.value.field == "MODERATION_CLASSIFIER"
+    assert "card.json is missing" in str(info.value) and "scripts/train_moderation" in str(info.value)
