@@ -92,7 +92,7 @@ def load_classifier(settings: Settings) -> ClassifierModerator:
 
 
 def build_moderator(settings: Settings, *, allow_download: bool = True) -> StagedModerator | None:
-    """The moderation stage MODERATION, MODERATION_RULES and MODERATION_MODEL ask for; None when it is off."""
+    """The moderation stage MODERATION, MODERATION_RULES, _CLASSIFIER and _MODEL ask for; None when it is off."""
     stages = STAGES[settings.moderation]
     if not stages:
         logger.info("moderation: off")

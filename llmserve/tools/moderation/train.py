@@ -15,8 +15,8 @@ import numpy as np
 import torch
 
 from ...config import PROJECT_ROOT, Settings
-from ...moderation.classifier import SAFE
 from ...engine.textclassifier import SHIPPED, Card, Features, save_classifier
+from ...moderation.classifier import SAFE
 
 DEV = PROJECT_ROOT / "data" / "moderation" / "requests.jsonl"
 LAYERS = (8, 12, 16, 20, 24, 29)  # of the embedded model's 30: deeper ones separated the dev requests best
