@@ -6,6 +6,7 @@ import argparse
 import json
 import statistics
 import time
+from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -84,6 +85,11 @@ def _row(name: str, group: Sequence[Verdict], *, refused_is_right: bool) -> dict
     }
 
 
+def refused_by(verdicts: Sequence[Verdict], split: str) -> dict[str, int]:
+    """How many of the split's refusals each backend made (the first to refuse decides)."""
+    return dict(Counter(v.backend for v in verdicts if v.item.split == split and v.refused))
+
+
 def latency_ms(verdicts: Sequence[Verdict]) -> dict[str, float]:
     ms = sorted(v.seconds * 1000 for v in verdicts)
     return {"p50": statistics.median(ms), "p95": ms[int(0.95 * (len(ms) - 1))], "max": ms[-1]}
@@ -95,7 +101,8 @@ def markdown(report: dict) -> str:
     for split in SPLITS:
         lines += [f"**{split}**", "", "| set | n | refused | rate |", "| --- | --- | --- | --- |"]
         lines += [f"| {r['set']} | {r['n']} | {r['refused']} | {r['rate']:.1%} |" for r in report["splits"][split]]
-        lines.append("")
+        by = ", ".join(f"{name} {n}" for name, n in sorted(report["refused_by"][split].items()))
+        lines += ["", f"Refusals by backend: {by or 'none'}.", ""]
     if report.get("output"):
         out = report["output"]
         o = out["ordinary"]
@@ -164,6 +171,7 @@ def main(argv: list[str]) -> int:
         "rules": str(settings.moderation_rules),
         "model": settings.moderation_model or None,
         "latency_ms": latency_ms(verdicts),
+        "refused_by": {split: refused_by(verdicts, split) for split in SPLITS},
         "splits": {split: rows(verdicts, split) for split in SPLITS},
         "output": _output_check(settings, moderator, args.answers) if args.answers else None,
     }
