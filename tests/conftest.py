@@ -41,6 +41,8 @@ def pytest_configure(config: pytest.Config) -> None:
     os.environ["HF_HUB_DISABLE_TELEMETRY"] = "1"
     # Nor read a developer's .env (tokens, MODEL_ID): the scripts' ENV_FILE points at nothing.
     os.environ["ENV_FILE"] = os.devnull
+    # Module-scoped fixtures are made before the per-test environment below: they too get the classifier off.
+    os.environ["MODERATION_CLASSIFIER"] = "off"
 
 
 @pytest.fixture(autouse=True)
