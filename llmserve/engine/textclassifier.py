@@ -87,8 +87,8 @@ def save_classifier(directory: Path, card: Card, weight: torch.Tensor, bias: tor
     card.write(directory)
 
 
-def load_scorer(directory: Path, base_path: Path) -> TorchScorer:
-    card = Card.read(directory)
+def load_scorer(directory: Path, card: Card, base_path: Path) -> TorchScorer:
+    """The scorer of the classifier in `directory`, whose card the caller has read."""
     head = load_file(directory / HEAD)
     logger.info("moderation classifier: %s's layers %s, labels %s", base_path.name, card.layers, ",".join(card.labels))
     return TorchScorer(Features(base_path, card.layers), head["weight"], head["bias"], card.labels)

@@ -80,7 +80,7 @@ def load_classifier(settings: Settings) -> ClassifierModerator:
         )
     card = Card.read(directory)
     moderator = ClassifierModerator(
-        load_scorer(directory, build_embedded(settings)), card.threshold, model_name=str(directory)
+        load_scorer(directory, card, build_embedded(settings)), card.threshold, model_name=str(directory)
     )
     logger.info(
         "moderation classifier ready: %s (threshold %.3f) in %.1fs",
