@@ -15,7 +15,7 @@ from ..config import Settings, keep_compiled_code_in
 from ..errors import ErrorCode, SetupError
 from ..request.cancel import Cancel
 from ..request.params import SamplingParams
-from . import falcon
+from . import falcon, threads
 from .batched import BatchedSlots, Unsupported
 from .device import keep_cudnn_out_of_attention, pick_device_and_dtype, pick_prefill_dtype
 from .generic import TransformersSlots
@@ -128,6 +128,8 @@ class Engine:
         self.dtype = param.dtype
         if self.device.type == "cuda":
             keep_cudnn_out_of_attention()
+        else:  # the decode thread computes with torch's threads, this one with one from now on (engine/threads.py)
+            threads.confine()
         self.context_length = _context_length(model.config, tokenizer)
         self.eos_token_ids = _eos_token_ids(model, tokenizer) if eos_token_ids is None else eos_token_ids
         self.prefill_dtype = _affordable(model, prefill_dtype)
@@ -163,6 +165,8 @@ class Engine:
                 f"{path} has no config.json.",
                 "Point MODEL_ID at a directory saved with save_pretrained(), or at a hub repo id.",
             )
+        if device.type == "cpu":
+            threads.confine()  # before any parallel work on this thread (engine/threads.py)
         try:
             tokenizer = AutoTokenizer.from_pretrained(path)
             if spread_over_gpus(device, path):  # accelerate places the layers over every visible GPU

@@ -12,13 +12,13 @@ from collections import deque
 from collections.abc import Callable, Sequence
 from concurrent.futures import Future
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Any, Protocol
 
 import torch
 
 from ..errors import EngineBroken
 from ..request.params import SamplingParams
-from . import prefill
+from . import prefill, threads
 from .sampling import SlotSampler
 
 logger = logging.getLogger(__name__)
@@ -89,9 +89,8 @@ def batch_sizes(slots: int) -> list[int]:
 class Scheduler:
     """Owns the backend on its decode thread; on CUDA it launches step n+1 before it reads step n's tokens back."""
 
-    # The warm-up runs on the decode thread too: torch.compile keeps the CUDA graphs it records per host thread, and
-    # in torch 2.11 (the GPU machine's) a compiled step that recorded its graphs in one thread fails in another
-    # (pytorch/pytorch#123177; torch 2.13 keeps a tree per thread, so it would record them all again).
+    # The warm-up runs on the decode thread too: torch.compile keeps the CUDA graphs it records per host thread (in
+    # torch 2.11 a step that recorded them in one thread fails in another: pytorch/pytorch#123177; 2.13 re-records).
 
     def __init__(
         self,
@@ -116,11 +115,17 @@ class Scheduler:
         # a slot just freed on Cog's side may not be free here for one more step).
         self.max_admitted = 2 * backend.slots
         self.fault: EngineBroken | None = None  # set once the device failed: nothing more is admitted
-        self._warm_ups: deque[Future[None]] = deque()
+        self._calls: deque[tuple[Callable[[], Any], Future[Any]]] = deque()  # call(): run on this thread, idle
         self._wake = threading.Condition()
         self._closing = False
-        self._thread = threading.Thread(target=self._loop, name="llmserve-decode", daemon=True)
+        self._on_cpu = backend.device.type == "cpu"
+        self.threads = 0  # torch's intra-op threads the decode thread computes with (CPU; threads.claim)
+        started = threading.Event()
+        self._thread = threading.Thread(target=self._loop, args=(started,), name="llmserve-decode", daemon=True)
         self._thread.start()
+        started.wait()
+        if self._on_cpu:  # after the claim, which set torch's default for new threads back to all of them
+            threads.confine()
         # A daemon thread killed inside a torch kernel at interpreter exit aborts the process.
         atexit.register(self.close)
 
@@ -150,15 +155,20 @@ class Scheduler:
 
         Meant for setup: requests already running finish first, new ones wait (its steps write only free slots).
         """
+        self.call(lambda: self.backend.warm_up(batch_sizes(self.slots)))
+
+    def call(self, fn: Callable[[], Any]) -> Any:
+        """Run `fn` on the decode thread, once no request runs (new ones wait), and return what it returns: the
+        backend's warm-up, and torch work that should share the decode thread's CPU threads (the benchmark's eager)."""
         if threading.current_thread() is self._thread:
-            raise RuntimeError("warm_up() waits for the decode thread, so it cannot be called from it (from a sink)")
-        done: Future[None] = Future()
+            raise RuntimeError("call() waits for the decode thread, so it cannot be called from it (from a sink)")
+        done: Future[Any] = Future()
         with self._wake:
             if self._closing:
                 raise RuntimeError("the scheduler is closed")
-            self._warm_ups.append(done)
+            self._calls.append((fn, done))
             self._wake.notify()
-        done.result()
+        return done.result()
 
     def cancel(self, job: Job) -> None:
         """Stop a request: it gets no more tokens and its slot is freed before the next step."""
@@ -183,36 +193,40 @@ class Scheduler:
 
     # The decode thread ---------------------------------------------------------------------
 
-    def _loop(self) -> None:
+    def _loop(self, started: threading.Event) -> None:
         try:
+            self.threads = threads.claim() if self._on_cpu else torch.get_num_threads()
+            started.set()
             self._serve()
         finally:  # closed, or the thread itself failed: nobody may wait forever on it
+            started.set()
+            threads.release()
             with self._wake:
                 self._closing = True
                 jobs = [*self._pending, *filter(None, self._slots)]
-                warm_ups = [*self._warm_ups]
-                self._warm_ups.clear()
+                calls = [*self._calls]
+                self._calls.clear()
             for job in jobs:
                 self._finish(job, self.fault or RuntimeError("the model server is shutting down"))
-            for done in warm_ups:
+            for _, done in calls:
                 done.set_exception(RuntimeError("the scheduler is closed"))
 
     def _serve(self) -> None:
         inflight: _Step | None = None
         while True:
             with self._wake:
-                while not (self._closing or self._warm_ups or self._pending or inflight or any(self._slots)):
+                while not (self._closing or self._calls or self._pending or inflight or any(self._slots)):
                     self._wake.wait()
                 if self._closing:
                     return
-                # A warm-up waits for the running requests to finish, and holds new ones back until it is done.
-                warm_up = self._warm_ups.popleft() if self._warm_ups and not any(self._slots) else None
-                arrivals = [] if self._warm_ups or warm_up is not None else self._take_arrivals()
-            if warm_up is not None:
+                # A call waits for the running requests to finish, and holds new ones back until it is done.
+                call = self._calls.popleft() if self._calls and not any(self._slots) else None
+                arrivals = [] if self._calls or call is not None else self._take_arrivals()
+            if call is not None:
                 if inflight is not None:  # the last step of requests that have all ended: only wait for it
                     self._hand_out(inflight)
                     inflight = None
-                self._warm_up(warm_up)
+                self._run(*call)
                 continue
             try:
                 inflight = self._iterate(arrivals, inflight)
@@ -222,13 +236,12 @@ class Scheduler:
                     self._finish(job, e)
                 inflight = None
 
-    def _warm_up(self, done: Future[None]) -> None:
+    @staticmethod
+    def _run(fn: Callable[[], Any], done: Future[Any]) -> None:
         try:
-            self.backend.warm_up(batch_sizes(self.slots))
+            done.set_result(fn())
         except Exception as e:  # the caller gets it; the decode thread goes on
             done.set_exception(e)
-        else:
-            done.set_result(None)
 
     def _iterate(self, arrivals: list[Job], inflight: _Step | None) -> _Step | None:
         """Prefill (a chunk of) the waiting prompts, launch one step, hand out the previous one; return the step

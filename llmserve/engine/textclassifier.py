@@ -16,6 +16,7 @@ from safetensors.torch import load_file, save_file
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from ..config import PROJECT_ROOT
+from . import threads
 
 logger = logging.getLogger(__name__)
 
@@ -78,6 +79,7 @@ class TorchScorer:
         self.labels = tuple(labels)
 
     def probabilities(self, texts: Sequence[str]) -> list[list[float]]:
+        threads.share()  # one CPU thread beside an engine's decode thread, not a second pool (engine/threads.py)
         return torch.softmax(self.features(texts) @ self.weight.t() + self.bias, dim=-1).tolist()
 
 

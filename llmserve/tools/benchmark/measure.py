@@ -96,6 +96,9 @@ def single_stream_pair(engine, ids: list[int], new_tokens: int, device: str) -> 
     inputs = torch.tensor([ids], device=engine.device)
 
     def eager(n: int) -> list[float]:
+        return engine.scheduler.call(lambda: _eager(n))  # on the decode thread: the same CPU threads as the engine's
+
+    def _eager(n: int) -> list[float]:
         stamps = _Stamps(device)
         start = time.perf_counter()
         with torch.inference_mode():
@@ -130,9 +133,13 @@ def _rate(stamps: Sequence[float]) -> float:
     return (len(stamps) - 1) / (stamps[-1] - stamps[0])
 
 
-def eager_serial_prefill(model, ids: list[int], arrivals: int, device: str) -> float:
+def eager_serial_prefill(engine, ids: list[int], arrivals: int, device: str) -> float:
     """The p50 time to first token of `arrivals` requests that arrive together and are prefilled one after another
     by generate(), as a server without batched prefill would: the baseline of the engine's time to first token."""
+    return engine.scheduler.call(lambda: _serial_prefill(engine.model, ids, arrivals, device))
+
+
+def _serial_prefill(model, ids: list[int], arrivals: int, device: str) -> float:
     import torch
 
     inputs = torch.tensor([ids], device=device)

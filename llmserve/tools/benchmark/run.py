@@ -50,6 +50,7 @@ def run(args: argparse.Namespace, log: Callable[[str], None]) -> Report:
         streams=tuple(args.streams or workload.streams),
         stream_prompt_tokens=args.stream_prompt_tokens or workload.stream_prompt_tokens,
     )
+    from ...engine import threads
     from ...engine.device import pick_device_and_dtype, pick_prefill_dtype
 
     # DTYPE=auto's choice for the engine; the eager baseline runs in the same weights' dtype.
@@ -77,6 +78,8 @@ def run(args: argparse.Namespace, log: Callable[[str], None]) -> Report:
 
         keep_cudnn_out_of_attention()  # as the engine does, for both: the same attention kernels on both sides
         report.environment["sdpa_cudnn"] = torch.backends.cuda.cudnn_sdp_enabled()
+    if device == "cpu":  # this thread must hold no CPU thread pool beside the engine's (engine/threads.py)
+        threads.confine()
     log(f"baseline: transformers eager generate() on {device}, {dtype_name}: its memory alone")
     with peak_memory(device, report.peak_memory_gb, "transformers eager"):
         model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=weights_dtype).to(device).eval()
@@ -127,7 +130,7 @@ def run(args: argparse.Namespace, log: Callable[[str], None]) -> Report:
         runs: dict[int, list[Concurrent]] = {streams: [] for streams in workload.streams}
         serial = []
         for _ in range(STREAM_ROUNDS):  # the levels in turn, again: a drifting machine's speed falls on all
-            serial.append(eager_serial_prefill(engine.model, stream_ids, batch, device))
+            serial.append(eager_serial_prefill(engine, stream_ids, batch, device))
             for streams in workload.streams:
                 runs[streams].append(predictor_streams(predictor, inputs, stream_prompt, streams, workload.new_tokens))
                 log(f"  {runs[streams][-1]}")
