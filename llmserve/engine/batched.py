@@ -14,13 +14,18 @@ Per-slot KV buffers, per-row `position_ids` and a 4-D mask built here; docs/engi
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Sequence
 
 import torch
 from transformers.cache_utils import Cache, CacheLayerMixin
 
+from . import steptiming
+
 _GROW = 256  # the cache grows by at least this many positions at a time
 _MASKS = ("full_attention", "sliding_attention")  # the layer types whose masks this module builds
+
+logger = logging.getLogger(__name__)
 
 
 class Unsupported(Exception):
@@ -94,6 +99,9 @@ class BatchedSlots:
         self._rows: torch.Tensor | None = None  # None: the first n slots, read as a view
         self._where: torch.Tensor | None = None
         self._span = 0
+        # How a decode step of n rows runs, from warm_up's timings: which model (this one, or the prefill copy) and
+        # whether with oneDNN. Sizes not in it: this model, with oneDNN (torch's default).
+        self._ways: dict[int, tuple[object, bool]] = {}
 
     # The Backend protocol (scheduler.Backend) ---------------------------------------------
 
@@ -116,17 +124,49 @@ class BatchedSlots:
     @torch.inference_mode()
     def decode(self, tokens: torch.Tensor, live: Sequence[bool]) -> torch.Tensor:
         """One token for each live row of the first len(live) slots: (rows, vocab) float32 logits (others: padding)."""
+        model, onednn = self._ways.get(len(live), (self.model, True))
+        return self._decode(model, onednn, tokens, live)
+
+    def _decode(self, model, onednn: bool, tokens: torch.Tensor, live: Sequence[bool]) -> torch.Tensor:
         positions = torch.tensor([[self._lengths[row] if on else -1] for row, on in enumerate(live)])
         for row, on in enumerate(live):
             if on:
                 self._lengths[row] += 1
-        return self._forward(self.model, tokens[: len(live), None], positions, None)
+        with steptiming.onednn(onednn):
+            return self._forward(model, tokens[: len(live), None], positions, None)
 
     def release(self, slot: int) -> None:
         self._lengths[slot] = 0
 
+    @torch.inference_mode()
     def warm_up(self, batch_sizes: Sequence[int]) -> None:
-        """Nothing to compile on this path."""
+        """On a CPU, time a decode step of each batch size in each way it can run, and keep the fastest: oneDNN's
+        bf16 kernels or ATen's, the weights or their float32 prefill copy (docs/engine.md: "Decode steps by size")."""
+        ways = {"oneDNN": (self.model, True)}
+        if steptiming.has_kernel_choice(self.device, self.dtype):
+            ways["ATen"] = (self.model, False)
+        if self.prefill_model is not self.model:
+            ways["float32 copy"] = (self.prefill_model, True)
+        if self.device.type != "cpu" or len(ways) == 1:
+            return
+        vocab = min(self.vocab_size, getattr(self.model.config, "vocab_size", self.vocab_size))
+        ids = [(37 * i + 11) % vocab for i in range(8)]
+        report = []
+        for rows in sorted(batch_sizes):
+            self.prefill([(slot, ids) for slot in range(rows)])
+            tokens = torch.full((rows,), ids[0], dtype=torch.int64, device=self.device)
+
+            def step(model, onednn, rows=rows, tokens=tokens):
+                return lambda: self._decode(model, onednn, tokens, [True] * rows)
+
+            best, medians = steptiming.fastest({name: step(*way) for name, way in ways.items()})
+            for slot in range(rows):
+                self.release(slot)
+            self._ways[rows] = ways[best]
+            report.append(steptiming.describe(rows, best, medians))
+            if best != "ATen":  # ATen's bf16 kernels lose more, the more rows: not timed again
+                ways.pop("ATen", None)
+        logger.info("decode steps by rows: %s", "; ".join(report))
 
     # Checking that the model fits ------------------------------------------------------------
 

@@ -12,6 +12,7 @@ from collections.abc import Sequence
 import torch
 import torch.nn.functional as F
 
+from . import steptiming
 from .cudagraphs import CapturedSteps
 
 # transformers 5.23 gives this architecture no static cache, no continuous batching and no flash-attention (ALiBi),
@@ -97,6 +98,7 @@ class FalconRWStatic(torch.nn.Module):
         # (docs/benchmarks.md). float32 keeps one kernel for every batch size, so answers stay bit-identical.
         self._gemv = self.device.type == "cpu" and self.dtype != torch.float32 and step == "eager"
         self.step = step
+        self._aten_rows: set[int] = set()  # batch sizes whose CPU step runs ATen's kernels, not oneDNN's (warm_up)
         self._decode = self._decode_step
         if step == "compiled":
             # Row count and span are symbolic from the start, so the compiler traces the step three times (one row,
@@ -159,7 +161,8 @@ class FalconRWStatic(torch.nn.Module):
         for row, on in enumerate(live):
             if on:
                 self._lengths[row] = min(self._lengths[row] + 1, self.max_length - 1)
-        return self._decode(tokens, rows, span)
+        with steptiming.onednn(rows not in self._aten_rows):
+            return self._decode(tokens, rows, span)
 
     def span(self, longest: int) -> int:
         """How many cache positions a step attends over when the longest row holds `longest`: a multiple of 128."""
@@ -180,8 +183,11 @@ class FalconRWStatic(torch.nn.Module):
     def warm_up(self, batch_sizes: Sequence[int]) -> None:
         """Compile or capture the decode step for every (batch size, span), through Scheduler.warm_up, before serving.
 
-        Runs while no request holds a slot: the steps write only into positions a later prefill overwrites.
+        Runs while no request holds a slot: the steps write only into positions a later prefill overwrites. On a
+        CPU in bf16 it times each batch size's step with oneDNN's kernels and ATen's instead, and keeps the faster.
         """
+        if self.step == "eager" and steptiming.has_kernel_choice(self.device, self.dtype):
+            self._time_kernels(batch_sizes)
         if not self.graphed:
             return
         sizes = sorted(batch_sizes)
@@ -199,6 +205,31 @@ class FalconRWStatic(torch.nn.Module):
         self.positions.zero_()
         self._lengths = [0] * self.slots
         logger.info("decode step (%s) ready for batch sizes %s and spans %s", self.step, sizes, spans)
+
+    @torch.inference_mode()
+    def _time_kernels(self, batch_sizes: Sequence[int]) -> None:
+        report = []
+        for rows in sorted(batch_sizes):
+            self.prefill([(slot, [11, 12, 13, 14]) for slot in range(rows)])
+            tokens = torch.full((rows,), 11, dtype=torch.int64, device=self.device)
+            live = [True] * rows
+            self._aten_rows.discard(rows)
+
+            def step(onednn: bool, tokens=tokens, live=live):
+                def run():
+                    with steptiming.onednn(onednn):
+                        self._decode(tokens, len(live), self.span(max(self._lengths[: len(live)]) + 1))
+
+                return run
+
+            best, medians = steptiming.fastest({"oneDNN": step(True), "ATen": step(False)})
+            for slot in range(rows):
+                self.release(slot)
+            report.append(steptiming.describe(rows, best, medians))
+            if best == "oneDNN":  # ATen's bf16 kernels lose more, the more rows
+                break
+            self._aten_rows.add(rows)
+        logger.info("decode steps by rows: %s (larger: oneDNN)", "; ".join(report))
 
     def _decode_step(self, tokens: torch.Tensor, rows: int, span: int) -> torch.Tensor:
         pos = self.positions[:rows]

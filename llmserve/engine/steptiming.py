@@ -1,0 +1,50 @@
+"""Timing the ways a CPU decode step can run, at warm-up: which kernels (oneDNN's or ATen's) and weights are fastest
+depends on the batch size and the CPU, so each backend measures them (docs/engine.md: "Decode steps by size")."""
+
+from __future__ import annotations
+
+import contextlib
+import statistics
+import time
+from collections.abc import Callable, Iterator
+
+import torch
+
+TIMED_STEPS = 3  # per way and batch size, after one untimed step (kernels, oneDNN's primitives)
+
+
+def has_kernel_choice(device: torch.device, dtype: torch.dtype) -> bool:
+    """Whether oneDNN's and ATen's kernels are both there to choose from: bf16 or fp16 on a CPU with oneDNN."""
+    return device.type == "cpu" and dtype != torch.float32 and torch.backends.mkldnn.is_available()
+
+
+def fastest(ways: dict[str, Callable[[], object]]) -> tuple[str, dict[str, float]]:
+    """Run each way once, then TIMED_STEPS times in turn (a drifting machine's speed falls on all alike): the name
+    with the lowest median time, and every median in seconds."""
+    times: dict[str, list[float]] = {name: [] for name in ways}
+    for step in range(TIMED_STEPS + 1):
+        for name, way in ways.items():
+            start = time.perf_counter()
+            way()
+            if step:
+                times[name].append(time.perf_counter() - start)
+    medians = {name: statistics.median(t) for name, t in times.items()}
+    return min(medians, key=medians.get), medians
+
+
+def describe(rows: int, best: str, medians: dict[str, float]) -> str:
+    return f"{rows}: {best} (" + ", ".join(f"{name} {t * 1000:.0f}" for name, t in medians.items()) + " ms)"
+
+
+@contextlib.contextmanager
+def onednn(enabled: bool) -> Iterator[None]:
+    """oneDNN on or off for one step (a process-wide switch: docs/engine.md), as it was after."""
+    before = torch.backends.mkldnn.enabled
+    if enabled == before:
+        yield
+        return
+    torch.backends.mkldnn.enabled = enabled
+    try:
+        yield
+    finally:
+        torch.backends.mkldnn.enabled = before
