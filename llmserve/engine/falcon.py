@@ -181,11 +181,9 @@ class FalconRWStatic(torch.nn.Module):
         self.positions[slot] = 0
 
     def warm_up(self, batch_sizes: Sequence[int]) -> None:
-        """Compile or capture the decode step for every (batch size, span), through Scheduler.warm_up, before serving.
-
-        Runs while no request holds a slot: the steps write only into positions a later prefill overwrites. On a
-        CPU in bf16 it times each batch size's step with oneDNN's kernels and ATen's instead, and keeps the faster.
-        """
+        """Compile or capture the decode step for every (batch size, span), through Scheduler.warm_up, before serving;
+        on a CPU in bf16, time each size's step with oneDNN's kernels and ATen's, and keep the faster."""
+        # Runs while no request holds a slot: the steps write only into positions a later prefill overwrites.
         if self.step == "eager" and steptiming.has_kernel_choice(self.device, self.dtype):
             self._time_kernels(batch_sizes)
         if not self.graphed:
