@@ -5,12 +5,16 @@ from __future__ import annotations
 
 import contextlib
 import statistics
+import threading
 import time
 from collections.abc import Callable, Iterator
 
 import torch
 
 TIMED_STEPS = 3  # per way and batch size, after one untimed step (kernels, oneDNN's primitives)
+
+_lock = threading.Lock()
+_off = 0  # steps running with oneDNN switched off, on every thread (two engines' decode threads)
 
 
 def has_kernel_choice(device: torch.device, dtype: torch.dtype) -> bool:
@@ -38,13 +42,19 @@ def describe(rows: int, best: str, medians: dict[str, float]) -> str:
 
 @contextlib.contextmanager
 def onednn(enabled: bool) -> Iterator[None]:
-    """oneDNN on or off for one step (a process-wide switch: docs/engine.md), as it was after."""
-    before = torch.backends.mkldnn.enabled
-    if enabled == before:
+    """oneDNN off for one step when `enabled` is False (a process-wide switch: docs/engine.md), back on once no
+    step on any thread still wants it off; left alone when it is on, or when it was off before (torch's setting)."""
+    global _off
+    if enabled or (_off == 0 and not torch.backends.mkldnn.enabled):
         yield
         return
-    torch.backends.mkldnn.enabled = enabled
+    with _lock:
+        _off += 1
+        torch.backends.mkldnn.enabled = False
     try:
         yield
     finally:
-        torch.backends.mkldnn.enabled = before
+        with _lock:
+            _off -= 1
+            if _off == 0:
+                torch.backends.mkldnn.enabled = True

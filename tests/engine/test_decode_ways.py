@@ -120,3 +120,22 @@ def test_the_falcon_path_runs_aten_kernels_for_the_sizes_they_won(tiny_model_dir
         backend.decode(torch.zeros(rows, dtype=torch.int64), [True] + [False] * (rows - 1))
         backend.release(0)
     assert seen == [(1, False), (2, True)] and torch.backends.mkldnn.enabled
+
+
+def test_two_threads_steps_with_onednn_off_leave_it_on_only_when_both_are_done():
+    first, second = steptiming.onednn(False), steptiming.onednn(False)
+    first.__enter__()
+    second.__enter__()
+    first.__exit__(None, None, None)
+    assert not torch.backends.mkldnn.enabled  # the other step still runs
+    second.__exit__(None, None, None)
+    assert torch.backends.mkldnn.enabled
+
+
+def test_onednn_switched_off_by_the_user_stays_off(monkeypatch):
+    monkeypatch.setattr(torch.backends.mkldnn, "enabled", False)
+    with steptiming.onednn(True):
+        assert not torch.backends.mkldnn.enabled
+    with steptiming.onednn(False):
+        pass
+    assert not torch.backends.mkldnn.enabled
