@@ -14,7 +14,6 @@ Per-slot KV buffers, per-row `position_ids` and a 4-D mask built here; docs/engi
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Sequence
 
 import torch
@@ -24,8 +23,6 @@ from . import steptiming
 
 _GROW = 256  # the cache grows by at least this many positions at a time
 _MASKS = ("full_attention", "sliding_attention")  # the layer types whose masks this module builds
-
-logger = logging.getLogger(__name__)
 
 
 class Unsupported(Exception):
@@ -150,23 +147,9 @@ class BatchedSlots:
         if self.device.type != "cpu" or len(ways) == 1:
             return
         vocab = min(self.vocab_size, getattr(self.model.config, "vocab_size", self.vocab_size))
-        ids = [(37 * i + 11) % vocab for i in range(8)]
-        report = []
-        for rows in sorted(batch_sizes):
-            self.prefill([(slot, ids) for slot in range(rows)])
-            tokens = torch.full((rows,), ids[0], dtype=torch.int64, device=self.device)
-
-            def step(model, onednn, rows=rows, tokens=tokens):
-                return lambda: self._decode(model, onednn, tokens, [True] * rows)
-
-            best, medians = steptiming.fastest({name: step(*way) for name, way in ways.items()})
-            for slot in range(rows):
-                self.release(slot)
-            self._ways[rows] = ways[best]
-            report.append(steptiming.describe(rows, best, medians))
-            if best != "ATen":  # ATen's bf16 kernels lose more, the more rows: not timed again
-                ways.pop("ATen", None)
-        logger.info("decode steps by rows: %s", "; ".join(report))
+        self._ways = steptiming.choose(
+            self, batch_sizes, ways, lambda way, tokens: self._decode(*way, tokens, [True] * len(tokens)), vocab
+        )
 
     # Checking that the model fits ------------------------------------------------------------
 

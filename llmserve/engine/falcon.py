@@ -206,28 +206,12 @@ class FalconRWStatic(torch.nn.Module):
 
     @torch.inference_mode()
     def _time_kernels(self, batch_sizes: Sequence[int]) -> None:
-        report = []
-        for rows in sorted(batch_sizes):
-            self.prefill([(slot, [11, 12, 13, 14]) for slot in range(rows)])
-            tokens = torch.full((rows,), 11, dtype=torch.int64, device=self.device)
-            live = [True] * rows
-            self._aten_rows.discard(rows)
+        def run(onednn: bool, tokens: torch.Tensor) -> None:
+            with steptiming.onednn(onednn):
+                self._decode(tokens, len(tokens), self.span(max(self._lengths[: len(tokens)]) + 1))
 
-            def step(onednn: bool, tokens=tokens, live=live):
-                def run():
-                    with steptiming.onednn(onednn):
-                        self._decode(tokens, len(live), self.span(max(self._lengths[: len(live)]) + 1))
-
-                return run
-
-            best, medians = steptiming.fastest({"oneDNN": step(True), "ATen": step(False)})
-            for slot in range(rows):
-                self.release(slot)
-            report.append(steptiming.describe(rows, best, medians))
-            if best == "oneDNN":  # ATen's bf16 kernels lose more, the more rows
-                break
-            self._aten_rows.add(rows)
-        logger.info("decode steps by rows: %s (larger: oneDNN)", "; ".join(report))
+        chosen = steptiming.choose(self, batch_sizes, {"oneDNN": True, "ATen": False}, run, self.vocab_size)
+        self._aten_rows = {rows for rows, onednn in chosen.items() if not onednn}
 
     def _decode_step(self, tokens: torch.Tensor, rows: int, span: int) -> torch.Tensor:
         pos = self.positions[:rows]

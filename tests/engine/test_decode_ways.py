@@ -68,6 +68,17 @@ def test_each_size_gets_the_way_it_timed_fastest_and_aten_is_not_timed_after_it_
 
 
 @pytest.mark.skipif(not torch.backends.mkldnn.is_available(), reason="this torch has no oneDNN")
+def test_without_a_float32_copy_nothing_is_timed_once_aten_lost(bf16_model, monkeypatch):
+    backend = BatchedSlots(bf16_model, slots=8, max_length=256)
+    costs = {"ATen": lambda r: 10.0 * r, "oneDNN": lambda r: 15.0 + 2.0 * r}  # ATen wins at 1 row, loses at 2
+    clock = _timed(backend, monkeypatch, costs)
+    backend.warm_up([1, 2, 4, 8])
+    assert {rows for rows, _ in clock.timed} == {1, 2}
+    onednn, aten = (bf16_model, True), (bf16_model, False)
+    assert backend._ways == {1: aten, 2: onednn, 4: onednn, 8: onednn}
+
+
+@pytest.mark.skipif(not torch.backends.mkldnn.is_available(), reason="this torch has no oneDNN")
 def test_aten_and_onednn_steps_give_the_same_logits_within_bf16_rounding(bf16_model):
     backend = BatchedSlots(bf16_model, slots=2, max_length=256)
     out = {}
