@@ -38,7 +38,7 @@ def claim() -> int:
     computes with (1 when another has them: two pools would slow both)."""
     global _owner
     with _lock:
-        taken = _owner is not None and _owner.is_alive() and _owner is not threading.current_thread()
+        taken = _held_elsewhere()
         if not taken:
             _owner = threading.current_thread()
         threads = 1 if taken else _threads or torch.get_num_threads()
@@ -61,6 +61,11 @@ def release() -> None:
 
 def share() -> None:
     """Before torch work on a thread that is no decode thread: confine it while a decode thread has the threads."""
-    owner = _owner
-    if owner is not None and owner.is_alive() and owner is not threading.current_thread():
+    if _held_elsewhere():
         confine()
+
+
+def _held_elsewhere() -> bool:
+    """Whether another living decode thread has torch's threads."""
+    owner = _owner
+    return owner is not None and owner.is_alive() and owner is not threading.current_thread()
