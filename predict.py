@@ -101,6 +101,10 @@ class Predictor(BaseRunner):
             le=4294967295,
             description="Random seed for reproducible sampling; empty picks one and reports it in the logs and the `seed` metric.",
         ),
+        json_schema: str = Input(
+            default="",
+            description='A JSON Schema (as text) that the answer must follow, e.g. {"type": "object", "properties": {"titulo": {"type": "string"}}, "required": ["titulo"]}: decoding is constrained so that the answer parses and validates. Empty: free text.',
+        ),
     ) -> ConcatenateIterator[str]:
         request = validate_request(
             pregunta=pregunta,
@@ -115,6 +119,7 @@ class Predictor(BaseRunner):
             top_k=top_k,
             repetition_penalty=repetition_penalty,
             seed=seed,
+            json_schema=json_schema,
         )
         prepared = self.answerer.prepare(request)
         record = _recorder(cog.current_scope())

@@ -17,6 +17,7 @@ class ErrorCode(StrEnum):
     BadStopSequences = "E1008"
     TextTooLong = "E1009"
     ContentBlocked = "E1010"  # refused by the moderation policy (llmserve.moderation)
+    BadJsonSchema = "E1011"  # json_schema is not a schema, or the grammar engine cannot compile it
     # Configuration and model loading: raised by setup().
     BadConfig = "E2001"
     WeightsNotFound = "E2002"
@@ -24,6 +25,8 @@ class ErrorCode(StrEnum):
     WarmupFailed = "E2004"
     # Moderation of the answer: raised while streaming, once the output filter has stopped it.
     OutputBlocked = "E5001"
+    # A json_schema answer ended (max_new_tokens, a stop sequence) before its JSON was complete.
+    IncompleteJson = "E5003"
     # The engine itself failed (a device error): this server can answer nothing more.
     EngineBroken = "E5002"
     # The tools keep their own codes beside them: E3xxx in tools/evaluate, E4xxx in tools/replicate,
@@ -51,6 +54,10 @@ class SetupError(LLMServeError, RuntimeError):
 
 class ModerationError(LLMServeError, RuntimeError):
     """The answer was stopped mid-stream by the moderation policy; nothing that triggered it was emitted."""
+
+
+class IncompleteAnswer(LLMServeError, RuntimeError):
+    """A json_schema answer was cut before its JSON was complete: raised at its end rather than return broken JSON."""
 
 
 class EngineBroken(LLMServeError, RuntimeError):

@@ -118,7 +118,7 @@ def test_setup_and_run_need_no_tool_module(tiny_model_dir):
         "p.setup()\n"
         "inputs = dict(pregunta='Hola', system_prompt='', prompt_template='', messages='', max_new_tokens=4,\n"
         "    min_new_tokens=4, temperature=0.0, top_p=1.0, top_k=0, repetition_penalty=1.0, stop_sequences='',\n"
-        "    seed=None)\n"
+        "    seed=None, json_schema='')\n"
         "print(len(''.join(asyncio.run(p.run(**inputs)))) > 0)\n"
         "p.answerer.close()\n"
     )

@@ -63,6 +63,7 @@ def test_schema_declares_streaming_and_every_input():
         "repetition_penalty",
         "stop_sequences",
         "seed",
+        "json_schema",
     ]
     assert schema["components"]["schemas"]["Input"]["required"] == ["pregunta"]
     assert all(p.get("description") for p in props.values())

@@ -12,13 +12,14 @@ import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from ..config import Settings, keep_compiled_code_in
-from ..errors import ErrorCode, SetupError
+from ..errors import ErrorCode, InputError, SetupError
 from ..request.cancel import Cancel
 from ..request.params import SamplingParams
 from . import falcon, threads
 from .batched import BatchedSlots, Unsupported
 from .device import keep_cudnn_out_of_attention, pick_device_and_dtype, pick_prefill_dtype
 from .generic import TransformersSlots
+from .grammar import Grammars
 from .scheduler import Backend, Event, Scheduler
 
 # How often a reader with no new token checks that the decode thread is still there.
@@ -142,7 +143,8 @@ class Engine:
             compile_cache=compile_cache,
             prefill_model=None if self.prefill_dtype is None else copy.deepcopy(model).to(self.prefill_dtype),
         )
-        self.scheduler = Scheduler(self.backend, eos_token_ids=self.eos_token_ids)
+        self.grammars = Grammars(tokenizer, self.backend.vocab_size, self.eos_token_ids)
+        self.scheduler = Scheduler(self.backend, eos_token_ids=self.eos_token_ids, grammars=self.grammars)
 
     @classmethod
     def load(
@@ -211,6 +213,14 @@ class Engine:
     def warm_up(self) -> None:
         """Compile or capture the decode step for every shape it will see, on the serving thread; before serving."""
         self.scheduler.warm_up()
+        try:
+            self.grammars.tokenizer()  # about 0.5 s, here rather than in the first json_schema request
+        except InputError as e:  # the model still serves free text
+            logger.warning("json_schema is not available: %s", e)
+
+    def check_json_schema(self, schema: str) -> None:
+        """Compile a json_schema (cached) or raise InputError naming it: before the request is queued."""
+        self.grammars.compile(schema)
 
     def close(self) -> None:
         """Stop the decode thread; requests still running end with an error."""

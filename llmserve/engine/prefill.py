@@ -1,4 +1,4 @@
-"""How much of the waiting prompts one prefill forward takes: a token budget, padding counted, in arrival order."""
+"""Shapes: how much of the waiting prompts one prefill forward takes (a token budget), and decode steps' row counts."""
 
 from __future__ import annotations
 
@@ -22,3 +22,16 @@ def plan(remaining: Sequence[int], *, budget: int, decoding: bool, chunked: bool
     width = min(remaining[0], budget)  # every row is padded to the first's chunk
     rows = min(len(remaining), max(1, budget // width))
     return [min(n, width) for n in remaining[:rows]]
+
+
+def bucket(rows: int, slots: int) -> int:
+    """Round up to a power of two (capped at `slots`), so few distinct shapes are ever compiled."""
+    size = 1
+    while size < rows:
+        size *= 2
+    return min(size, slots)
+
+
+def batch_sizes(slots: int) -> list[int]:
+    """Every row count a decode step is run with, smallest first."""
+    return sorted({bucket(rows, slots) for rows in range(1, slots + 1)})

@@ -10,6 +10,7 @@ from collections.abc import Iterable, Sequence
 import torch
 
 from ..request.params import SamplingParams
+from . import grammar
 
 _MASK32 = 0xFFFFFFFF
 _GOLDEN = 0x9E3779B1  # spreads consecutive token ids across the hash's input space
@@ -33,7 +34,15 @@ def uniform_noise(seeds: torch.Tensor, steps: torch.Tensor, vocab_size: int) -> 
 class SlotSampler:
     """Per-slot sampling state and the vectorized choice of the next token for the first `rows` slots."""
 
-    def __init__(self, slots: int, vocab_size: int, eos_token_ids: Iterable[int], device: torch.device) -> None:
+    def __init__(
+        self,
+        slots: int,
+        vocab_size: int,
+        eos_token_ids: Iterable[int],
+        device: torch.device,
+        grammars: grammar.Grammars | None = None,
+    ) -> None:
+        """`grammars` compiles the json_schema of requests that have one (their rows are masked to it)."""
         self.vocab_size = vocab_size
         self.device = device
 
@@ -52,6 +61,8 @@ class SlotSampler:
         self.eos[[i for i in eos_token_ids if 0 <= i < vocab_size]] = True
         self.greedy = torch.ones(slots, dtype=torch.bool, device=device)
         self._greedy = [True] * slots  # a CPU copy: whether any row needs the sampling kernels at all
+        self.grammars = grammars
+        self._matchers: list[object | None] = [None] * slots  # llguidance's, for a slot whose request has a schema
 
     def assign(self, slot: int, params: SamplingParams, prompt_ids: Sequence[int]) -> None:
         """Load a request's settings into a slot; its prompt's tokens count for the repetition penalty."""
@@ -61,11 +72,21 @@ class SlotSampler:
         self.top_k[slot] = params.top_k if params.top_k > 0 else self.vocab_size
         self.top_p[slot] = params.top_p
         self.penalty[slot] = params.repetition_penalty
-        self.min_new_tokens[slot] = params.min_new_tokens
+        # A schema decides where its answer ends: EOS is allowed exactly when the JSON is complete.
+        self.min_new_tokens[slot] = 0 if params.json_schema else params.min_new_tokens
         self.seed[slot] = params.seed
         self.step[slot] = 0
         self.seen[slot] = False
         self.seen[slot, torch.tensor(list(prompt_ids), dtype=torch.int64, device=self.device)] = True
+        self._matchers[slot] = None
+        if params.json_schema:
+            if self.grammars is None:
+                raise RuntimeError("this engine has no grammar compiler for json_schema")
+            self._matchers[slot] = self.grammars.matcher(params.json_schema)
+
+    def release(self, slot: int) -> None:
+        """The slot's request is over: its grammar no longer applies to the row."""
+        self._matchers[slot] = None
 
     def sample(self, logits: torch.Tensor, rows: slice) -> torch.Tensor:
         """Choose one token per slot in `rows` from float32 logits (len(rows), vocab); advance those slots."""
@@ -75,7 +96,12 @@ class SlotSampler:
         # MinNewTokensLengthLogitsProcessor: no EOS before min_new_tokens.
         too_early = (self.step[rows] < self.min_new_tokens[rows])[:, None] & self.eos[None, :]
         scores = scores.masked_fill(too_early, float("-inf"))
+        matchers = [(i, m) for i, m in enumerate(self._matchers[rows]) if m is not None]
+        if matchers:  # before temperature, top-k and top-p, as vLLM applies its structured-output masks
+            scores = grammar.mask_scores(scores, matchers, self.eos)
         tokens = scores.argmax(dim=-1) if all(self._greedy[rows]) else self._sample_rows(scores, rows)
+        if matchers:
+            grammar.advance(matchers, tokens)
         index = torch.arange(rows.start, rows.stop, device=self.device)
         self.seen[index, tokens] = True
         self.step[rows] += 1

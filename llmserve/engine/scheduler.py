@@ -19,6 +19,8 @@ import torch
 from ..errors import EngineBroken
 from ..request.params import SamplingParams
 from . import prefill, threads
+from .grammar import Grammars
+from .prefill import batch_sizes, bucket
 from .sampling import SlotSampler
 
 logger = logging.getLogger(__name__)
@@ -73,19 +75,6 @@ class _Step:
     jobs: list[Job]
 
 
-def bucket(rows: int, slots: int) -> int:
-    """Round up to a power of two (capped at `slots`), so few distinct shapes are ever compiled."""
-    size = 1
-    while size < rows:
-        size *= 2
-    return min(size, slots)
-
-
-def batch_sizes(slots: int) -> list[int]:
-    """Every row count a decode step is run with, smallest first."""
-    return sorted({bucket(rows, slots) for rows in range(1, slots + 1)})
-
-
 class Scheduler:
     """Owns the backend on its decode thread; on CUDA it launches step n+1 before it reads step n's tokens back."""
 
@@ -99,13 +88,14 @@ class Scheduler:
         eos_token_ids: frozenset[int],
         pipelined: bool | None = None,
         prefill_tokens: int | None = None,
+        grammars: Grammars | None = None,
     ) -> None:
         """`pipelined` (default: on CUDA) hands out step n's tokens after launching step n+1. `prefill_tokens` (default:
-        prefill.PREFILL_TOKENS for the device) bounds one prefill forward, so running streams wait at most that long."""
+        prefill.PREFILL_TOKENS for the device) bounds one prefill forward. `grammars`: for json_schema requests."""
         self.backend = backend
         self.prefill_tokens = prefill_tokens or prefill.PREFILL_TOKENS[backend.device.type == "cuda"]
         self.eos_token_ids = eos_token_ids
-        self.sampler = SlotSampler(backend.slots, backend.vocab_size, eos_token_ids, backend.device)
+        self.sampler = SlotSampler(backend.slots, backend.vocab_size, eos_token_ids, backend.device, grammars)
         self._last_tokens = torch.zeros(backend.slots, dtype=torch.int64, device=backend.device)
         self._pipelined = backend.device.type == "cuda" if pipelined is None else pipelined
         self._slots: list[Job | None] = [None] * backend.slots
@@ -377,6 +367,7 @@ class Scheduler:
         try:
             if job.slot is not None and self._slots[job.slot] is job:
                 self._slots[job.slot] = None
+                self.sampler.release(job.slot)
                 if self.fault is None:
                     self.backend.release(job.slot)  # writes to the device: the fault a GPU reports late
         except Exception as e:

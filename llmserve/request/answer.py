@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import random
 import time
@@ -9,7 +10,7 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
-from ..errors import ErrorCode, InputError
+from ..errors import ErrorCode, IncompleteAnswer, InputError
 from .cancel import Cancel
 from .params import MAX_SEED, Request, SamplingParams
 from .prompts import build_prompt
@@ -29,6 +30,7 @@ class TokenEngine(Protocol):
     def encode(self, text: str, *, add_special_tokens: bool = True) -> list[int]: ...
     def decode(self, ids: Sequence[int]) -> str: ...
     def apply_chat_template(self, messages: list[dict[str, str]]) -> str: ...
+    def check_json_schema(self, schema: str) -> None: ...  # raises InputError if it cannot constrain to it
     def generate(
         self, prompt_ids: Sequence[int], params: SamplingParams, *, cancel: Cancel | None = None
     ) -> Iterator[int]: ...
@@ -45,6 +47,7 @@ class Stats:
     time_to_first_token: float | None = None  # seconds from handing the prompt to the engine to the first token
     decode_seconds: float = 0.0  # from the first new token to the last
     stop_reason: str = "interrupted"  # until it ends by "eos", "stop_sequence" or "max_new_tokens"
+    json_complete: bool | None = None  # for a json_schema answer: whether its whole text parses as JSON
 
     @property
     def tokens_per_second(self) -> float:
@@ -97,6 +100,8 @@ class Answerer:
         )
         ids = self.engine.encode(prompt.text, add_special_tokens=prompt.add_special_tokens)
         self._check_fits(len(ids), request.max_new_tokens)
+        if request.json_schema:
+            self.engine.check_json_schema(request.json_schema)
         seed = request.seed if request.seed is not None else random.SystemRandom().randint(0, MAX_SEED)
         return Prepared(
             prompt_ids=ids,
@@ -129,12 +134,16 @@ class Answerer:
         *,
         on_finish: Callable[[Stats], None] | None = None,
         cancel: Cancel | None = None,
+        raise_incomplete: bool = True,
     ) -> Iterator[str]:
         """The answer's text as it is generated; `on_finish` gets the stats, even if cut short; `cancel` ends it.
 
-        Logs its start now, in the caller's context (Cog's per-prediction log capture), not on first use.
+        A json_schema answer cut before its JSON is complete then raises IncompleteAnswer (raise_incomplete=True).
         """
-        return self._stream(_Answer(self, prepared, on_finish), cancel)
+        # The start is logged now, in the caller's context (Cog's per-prediction log capture), not on first use.
+        answer = _Answer(self, prepared, on_finish)
+        chunks = self._stream(answer, cancel)
+        return _checked(chunks, answer) if prepared.sampling.json_schema and raise_incomplete else chunks
 
     def _stream(self, answer: _Answer, cancel: Cancel | None) -> Iterator[str]:
         prepared = answer.prepared
@@ -155,6 +164,28 @@ class Answerer:
         finally:
             tokens.close()
             answer.close()
+
+
+def _checked(chunks: Iterator[str], answer: _Answer) -> Iterator[str]:
+    """The chunks, then IncompleteAnswer if the answer's JSON did not end before max_new_tokens or a stop sequence."""
+    try:
+        yield from chunks
+    finally:
+        chunks.close()
+    stats = answer.stats
+    if stats.stop_reason in ("canceled", "interrupted") or stats.json_complete:
+        return
+    limit = answer.prepared.sampling.max_new_tokens
+    if stats.stop_reason == "max_new_tokens":
+        field, fix = "max_new_tokens", f"Raise max_new_tokens above {limit}, or ask for a shorter answer."
+        problem = f"the answer reached max_new_tokens={limit} before its JSON was complete."
+    elif stats.stop_reason == "stop_sequence":
+        field, fix = "stop_sequences", "Remove the stop sequence that occurs inside the JSON answer."
+        problem = "a stop sequence ended the answer before its JSON was complete."
+    else:  # the grammar engine failed (logged by llmserve.engine.grammar)
+        field, fix = "json_schema", "Try a simpler schema; report it with the schema if it recurs."
+        problem = "the answer ended before its JSON was complete: the grammar engine reported an error."
+    raise IncompleteAnswer(ErrorCode.IncompleteJson, field, problem, fix)
 
 
 class _Answer:
@@ -180,6 +211,7 @@ class _Answer:
         self.text = AnswerText(answerer.engine.decode, prepared.stop_sequences)
         self.start = time.perf_counter()
         self.first: float | None = None
+        self._chunks: list[str] = []
 
     @property
     def stopped(self) -> bool:
@@ -192,7 +224,9 @@ class _Answer:
             self.stats.time_to_first_token = now - self.start
         self.stats.output_token_count += 1
         self.stats.decode_seconds = now - self.first
-        return self.text.push(token_id)
+        chunk = self.text.push(token_id)
+        self._chunks.append(chunk)
+        return chunk
 
     def exhausted(self) -> None:
         """The engine ended the answer: max_new_tokens, or EOS."""
@@ -205,6 +239,8 @@ class _Answer:
         tail = self.text.finish()
         if self.text.stopped:
             self.stats.stop_reason = "stop_sequence"
+        if self.prepared.sampling.json_schema:
+            self.stats.json_complete = _parses("".join(self._chunks) + tail)
         return tail
 
     def close(self) -> None:
@@ -217,3 +253,11 @@ class _Answer:
         )
         if self.on_finish is not None:
             self.on_finish(stats)
+
+
+def _parses(text: str) -> bool:
+    try:
+        json.loads(text)
+    except (ValueError, RecursionError):
+        return False
+    return True

@@ -71,6 +71,7 @@ class SamplingParams:
     top_k: int
     repetition_penalty: float
     seed: int
+    json_schema: str = ""  # a JSON Schema object as text that the answer must follow (engine/grammar.py); "": free
 
     @property
     def greedy(self) -> bool:
@@ -107,6 +108,7 @@ class Request:
     top_k: int
     repetition_penalty: float
     seed: int | None
+    json_schema: str = ""  # canonical JSON text of the schema; "" for free text
 
     def sampling(self, seed: int) -> SamplingParams:
         return SamplingParams(
@@ -117,6 +119,7 @@ class Request:
             top_k=self.top_k,
             repetition_penalty=self.repetition_penalty,
             seed=seed,
+            json_schema=self.json_schema,
         )
 
 
@@ -134,6 +137,7 @@ def validate_request(
     top_k: int = LIMITS["top_k"].cast(LIMITS["top_k"].default),
     repetition_penalty: float = LIMITS["repetition_penalty"].default,
     seed: int | None = None,
+    json_schema: str = "",
 ) -> Request:
     """Check every input against its limit and return the parsed request, or raise InputError."""
     if pregunta is None or not str(pregunta).strip():
@@ -144,6 +148,7 @@ def validate_request(
         ("prompt_template", prompt_template),
         ("messages", messages),
         ("stop_sequences", stop_sequences),
+        ("json_schema", json_schema),
     ):
         _check_text(field, text)
     numbers = {
@@ -180,6 +185,7 @@ def validate_request(
         history=parse_messages(messages),
         stop_sequences=parse_stop_sequences(stop_sequences),
         seed=seed,
+        json_schema=parse_json_schema(json_schema),
         **numbers,
     )
 
@@ -274,6 +280,25 @@ def parse_messages(raw: str | None) -> tuple[ChatMessage, ...]:
             "End `messages` with the assistant's reply; the new question goes in `pregunta`.",
         )
     return tuple(turns)
+
+
+def parse_json_schema(raw: str | None) -> str:
+    """`json_schema` as canonical JSON text (its keys in the order given: the answer's order), or "" for free text."""
+    if raw is None or not raw.strip():
+        return ""
+    fix = 'Pass a JSON Schema object, e.g. {"type": "object", "properties": {"titulo": {"type": "string"}}}.'
+    try:
+        data = json.loads(raw)
+    except json.JSONDecodeError as e:
+        raise InputError(
+            ErrorCode.BadJsonSchema, "json_schema", f"is not valid JSON ({e.msg} at character {e.pos}).", fix
+        ) from e
+    except RecursionError as e:
+        raise InputError(ErrorCode.BadJsonSchema, "json_schema", "is nested too deeply to parse.", fix) from e
+    if not isinstance(data, dict):
+        problem = f"must be a JSON object (a schema), got {type(data).__name__}."
+        raise InputError(ErrorCode.BadJsonSchema, "json_schema", problem, fix)
+    return json.dumps(data, ensure_ascii=False)
 
 
 def parse_stop_sequences(raw: str | None) -> tuple[str, ...]:

@@ -165,3 +165,25 @@ def test_too_many_or_too_long_stop_sequences():
     assert err.code is ErrorCode.BadStopSequences and "16" in str(err)
     err = error_of(stop_sequences="x" * 101)
     assert err.code is ErrorCode.BadStopSequences and "101 characters" in str(err)
+
+
+@pytest.mark.parametrize(
+    ("raw", "problem"),
+    [
+        ('{"type": "object",', "is not valid JSON"),
+        ("[1, 2]", "must be a JSON object (a schema), got list"),
+        ('"string"', "got str"),
+    ],
+)
+def test_json_schema_that_is_not_a_schema_object_is_refused_with_its_field(raw, problem):
+    with pytest.raises(InputError) as caught:
+        validate_request(pregunta="x", json_schema=raw)
+    assert caught.value.code is ErrorCode.BadJsonSchema and caught.value.field == "json_schema"
+    assert problem in caught.value.problem and "JSON Schema object" in caught.value.fix
+
+
+def test_json_schema_keeps_its_key_order_and_empty_means_free_text():
+    assert validate_request(pregunta="x", json_schema="  ").json_schema == ""
+    request = validate_request(pregunta="x", json_schema='{"properties": {"b": {}, "a": {}}, "type": "object"}')
+    assert request.json_schema == '{"properties": {"b": {}, "a": {}}, "type": "object"}'
+    assert request.sampling(seed=1).json_schema == request.json_schema
