@@ -28,7 +28,9 @@ def uniform_noise(seeds: torch.Tensor, steps: torch.Tensor, vocab_size: int) -> 
     ids = torch.arange(vocab_size, device=seeds.device, dtype=torch.int64)
     row_key = _hash32((seeds ^ _hash32(steps & _MASK32)) & _MASK32)[:, None]
     bits = _hash32((row_key + ids[None, :] * _GOLDEN) & _MASK32)
-    return ((bits >> 8).to(torch.float32) + 0.5) * (1.0 / (1 << 24))
+    # 23 bits: (x + 0.5) / 2**23 is exact in float32, so the largest is 1 - 2**-24, never 1 (24 bits rounded to 1.0,
+    # whose log(-log) is -inf: a cut token's -inf score then became NaN, and argmax drew it).
+    return ((bits >> 9).to(torch.float32) + 0.5) * (1.0 / (1 << 23))
 
 
 class SlotSampler:

@@ -6,7 +6,7 @@ import pytest
 import torch
 from transformers.generation.logits_process import TemperatureLogitsWarper, TopKLogitsWarper, TopPLogitsWarper
 
-from llmserve.engine.sampling import SlotSampler
+from llmserve.engine.sampling import SlotSampler, uniform_noise
 from tests.helpers.engine import params
 
 VOCAB = 64
@@ -62,3 +62,14 @@ def test_top_p_of_one_keeps_every_token_even_when_the_running_sum_reaches_one_ea
     scores[0, 0] = 60.0
     assert torch.softmax(scores, dim=-1).cumsum(dim=-1)[0, 0].item() == 1.0
     assert kept(scores, temperature=1.0, top_k=0, top_p=1.0).all()
+
+
+def test_the_noise_stays_inside_0_1_so_a_cut_token_is_never_drawn():
+    """float32 rounds 1 - 2**-25 to 1.0: log(-log(1.0)) is -inf, and a -inf (cut) score then reads as NaN, which
+    argmax takes. With a 49,152-token vocabulary that happened in about 1 step in 340; here 2,048 steps are drawn."""
+    vocab = 49152
+    for start in range(0, 2048, 256):
+        steps = torch.arange(start, start + 256)
+        noise = uniform_noise(torch.full((256,), 7), steps, vocab)
+        assert noise.min() > 0 and noise.max() < 1
+        assert not torch.isinf(torch.log(-torch.log(noise))).any()
