@@ -185,6 +185,27 @@ class ServerSettings:
 
 
 @dataclass(frozen=True)
+class OpenAIServerSettings:
+    # Where scripts/openai_server listens (--host and --port win): loopback, unless told to serve other machines.
+    host: str = "127.0.0.1"
+    port: int = 8000
+    # When set, every /v1 request must send `Authorization: Bearer <this>` (OpenAI(api_key=...) does).
+    api_key: str | None = None
+    # The engine's decode slots when COG_MAX_CONCURRENCY is unset: a server for several clients batches them.
+    slots: int = 8
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None) -> OpenAIServerSettings:
+        env = os.environ if env is None else env
+        return cls(
+            host=env.get("OPENAI_SERVER_HOST") or cls.host,
+            port=_whole_number(env, "OPENAI_SERVER_PORT", cls.port),
+            api_key=env.get("OPENAI_SERVER_API_KEY") or None,
+            slots=_whole_number(env, "COG_MAX_CONCURRENCY", cls.slots),
+        )
+
+
+@dataclass(frozen=True)
 class ReplicateSettings:
     # Replicate API token (https://replicate.com/account/api-tokens); the replicate library sends it.
     api_token: str | None = None

@@ -30,6 +30,10 @@ Event = int | BaseException | None
 Sink = Callable[[Event], None]
 
 
+class QueueFull(RuntimeError):
+    """As many requests run and wait as the engine admits (2 x slots): try again once one has ended."""
+
+
 class Backend(Protocol):
     """A model that decodes in fixed slots (batched.BatchedSlots, falcon.FalconRWStatic, generic.TransformersSlots)."""
 
@@ -132,7 +136,7 @@ class Scheduler:
             if self._closing:
                 raise RuntimeError("the scheduler is closed")
             if len(self._pending) + self.active() >= self.max_admitted:
-                raise RuntimeError(
+                raise QueueFull(
                     f"the engine's queue is full: {self.active()} requests run and {len(self._pending)} wait "
                     f"for {self.slots} slots"
                 )
@@ -180,6 +184,10 @@ class Scheduler:
     def active(self) -> int:
         """Requests holding a slot now."""
         return sum(job is not None for job in self._slots)
+
+    def waiting(self) -> int:
+        """Requests queued for a slot now."""
+        return len(self._pending)
 
     # The decode thread ---------------------------------------------------------------------
 
