@@ -34,6 +34,7 @@ INPUTS: dict[str, tuple[type, str]] = {
     "repetition_penalty": (float, "1 = none, above 1 = fewer repeats (1-2; default 1.15)"),
     "stop_sequences": (str, r"comma-separated texts that end the answer; \n for a newline, \, for a comma"),
     "seed": (int, "sampling seed (0-4294967295; default random)"),
+    "json_schema": (str, 'a JSON Schema the answer must follow, e.g. \'{"type": "object"}\'; empty = free text'),
 }
 
 

@@ -229,19 +229,21 @@ def _fmt(x: float) -> str:
     return str(int(x)) if float(x).is_integer() else str(x)
 
 
+def _load_json(raw: str, code: ErrorCode, field: str, fix: str) -> Any:
+    try:
+        return json.loads(raw)
+    except json.JSONDecodeError as e:
+        raise InputError(code, field, f"is not valid JSON ({e.msg} at character {e.pos}).", fix) from e
+    except RecursionError as e:
+        raise InputError(code, field, "is nested too deeply to parse.", fix) from e
+
+
 def parse_messages(raw: str | None) -> tuple[ChatMessage, ...]:
     """Parse `messages`: a JSON array of earlier turns, user first, alternating, ending with assistant."""
     if raw is None or not raw.strip():
         return ()
     fix = 'Pass a JSON array such as [{"role": "user", "content": "Hola"}, {"role": "assistant", "content": "¡Hola!"}].'
-    try:
-        data = json.loads(raw)
-    except json.JSONDecodeError as e:
-        raise InputError(
-            ErrorCode.BadMessages, "messages", f"is not valid JSON ({e.msg} at character {e.pos}).", fix
-        ) from e
-    except RecursionError as e:
-        raise InputError(ErrorCode.BadMessages, "messages", "is nested too deeply to parse.", fix) from e
+    data = _load_json(raw, ErrorCode.BadMessages, "messages", fix)
     if not isinstance(data, list):
         raise InputError(ErrorCode.BadMessages, "messages", f"must be a JSON array, got {type(data).__name__}.", fix)
     turns: list[ChatMessage] = []
@@ -287,14 +289,7 @@ def parse_json_schema(raw: str | None) -> str:
     if raw is None or not raw.strip():
         return ""
     fix = 'Pass a JSON Schema object, e.g. {"type": "object", "properties": {"titulo": {"type": "string"}}}.'
-    try:
-        data = json.loads(raw)
-    except json.JSONDecodeError as e:
-        raise InputError(
-            ErrorCode.BadJsonSchema, "json_schema", f"is not valid JSON ({e.msg} at character {e.pos}).", fix
-        ) from e
-    except RecursionError as e:
-        raise InputError(ErrorCode.BadJsonSchema, "json_schema", "is nested too deeply to parse.", fix) from e
+    data = _load_json(raw, ErrorCode.BadJsonSchema, "json_schema", fix)
     if not isinstance(data, dict):
         problem = f"must be a JSON object (a schema), got {type(data).__name__}."
         raise InputError(ErrorCode.BadJsonSchema, "json_schema", problem, fix)

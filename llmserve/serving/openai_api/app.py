@@ -159,16 +159,20 @@ def create_app(service: Service) -> FastAPI:
                 message = f"{refused.problem} {refused.fix}"
                 raise APIError(400, message, param="messages", code="content_filter")
         run = _Run(service, parsed, prepared, decision)
-        first = await run.queue.get()  # an overloaded engine is told before any header is sent
-        if first[0] == "error":
-            _count(service, run, first, started)
-            raise _server_error(first[1])
-        meta = {"id": f"chatcmpl-{uuid.uuid4().hex}", "created": int(time.time()), "model": _model(service)["id"]}
-        if body.stream:
-            usage = bool((body.stream_options or {}).get("include_usage"))
-            events = _events(service, run, first, meta, started, usage)
-            return StreamingResponse(events, media_type="text/event-stream", headers={"Cache-Control": "no-cache"})
-        return JSONResponse(await _whole(service, run, first, meta, started))
+        try:
+            first = await run.queue.get()  # an overloaded engine is told before any header is sent
+            if first[0] == "error":
+                _count(service, run, first, started)
+                raise _server_error(first[1])
+            meta = {"id": f"chatcmpl-{uuid.uuid4().hex}", "created": int(time.time()), "model": _model(service)["id"]}
+            if body.stream:
+                usage = bool((body.stream_options or {}).get("include_usage"))
+                events = _events(service, run, first, meta, started, usage)
+                return StreamingResponse(events, media_type="text/event-stream", headers={"Cache-Control": "no-cache"})
+            return JSONResponse(await _whole(service, run, first, meta, started))
+        except asyncio.CancelledError:  # the server is stopping (or the request was dropped): free the slot
+            run.cancel.cancel()
+            raise
 
     return app
 

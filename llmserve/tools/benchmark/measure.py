@@ -1,8 +1,10 @@
-"""The measurements of scripts/benchmark: eager generate() and the engine, alone, batched, and through Cog."""
+"""The measurements of scripts/benchmark: eager generate() and the engine, alone, batched, with a json_schema, and
+through Cog."""
 
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import os
 import statistics
 import threading
@@ -14,7 +16,7 @@ from typing import Any
 
 from ...request.params import SamplingParams
 from ..cogserver import serving
-from .results import SINGLE_STREAM_RUNS, Agreement, Concurrent, SingleStream
+from .results import SINGLE_STREAM_RUNS, Agreement, Concurrent, Constrained, SingleStream
 
 
 def build_random_model(out: Path, *, dtype_name: str) -> Path:
@@ -267,6 +269,40 @@ def http_streams(
                 )
             )
         return out
+
+
+# A string of at least this many characters: an answer that cannot end within the benchmark's tokens, so that both
+# sides decode exactly as many.
+LONG_STRING_SCHEMA = '{"type": "object", "properties": {"texto": {"type": "string", "minLength": 20000}}}'
+
+
+def constraint_cost(engine, ids: list[int], new_tokens: int, streams: int, runs: int = 5) -> Constrained:
+    """`streams` greedy answers of `new_tokens` at once, each with LONG_STRING_SCHEMA or none, in alternating runs."""
+    free = SamplingParams.plain_greedy(new_tokens, min_new_tokens=new_tokens)
+    constrained = dataclasses.replace(free, json_schema=LONG_STRING_SCHEMA)
+    engine.check_json_schema(LONG_STRING_SCHEMA)  # compiled once, outside the timing
+
+    def per_token(params: SamplingParams) -> list[float]:
+        stamps: list[list[float]] = [[] for _ in range(streams)]
+
+        def one(i: int) -> None:
+            stamps[i] = [time.perf_counter() for _ in engine.generate(ids, params)]
+
+        workers = [threading.Thread(target=one, args=(i,)) for i in range(streams)]
+        for w in workers:
+            w.start()
+        for w in workers:
+            w.join()
+        return [(s[-1] - s[0]) / (len(s) - 1) for s in stamps if len(s) > 1]
+
+    per_token(free), per_token(constrained)  # warm-up
+    times: dict[str, list[float]] = {"free": [], "constrained": []}
+    for _ in range(runs):
+        times["free"] += per_token(free)
+        times["constrained"] += per_token(constrained)
+    return Constrained(
+        streams, new_tokens, 1000 * statistics.median(times["free"]), 1000 * statistics.median(times["constrained"])
+    )
 
 
 def median_run(runs: Sequence[Concurrent]) -> Concurrent:

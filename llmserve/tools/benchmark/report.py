@@ -81,6 +81,18 @@ def format_table(report: Report) -> str:
                 str(c.errors),
             )
         )
+    constrained = [("json_schema", "streams", "free ms/token", "constrained ms/token", "cost per token")]
+    for c in report.constrained:
+        cost = c.constrained_ms_per_token - c.free_ms_per_token
+        constrained.append(
+            (
+                "decode",
+                str(c.streams),
+                f"{c.free_ms_per_token:.2f}",
+                f"{c.constrained_ms_per_token:.2f}",
+                f"{cost:+.2f} ms ({c.constrained_ms_per_token / c.free_ms_per_token:.2f}x)",
+            )
+        )
     ratios = [("ratio", "measured", "of")]
     ratios += _ratios(report, by_length)
     unit = "peak GPU memory allocated" if report.environment["device"] == "cuda" else "peak RSS"
@@ -98,7 +110,8 @@ def format_table(report: Report) -> str:
             )
         )
     other += [(f"{unit}, {name} phase", f"{gb:.2f} GB") for name, gb in report.peak_memory_gb.items()]
-    return "\n\n".join(align(rows, numbers_right=False) for rows in (single, streams, ratios, other))
+    tables = (single, streams, constrained, ratios, other) if report.constrained else (single, streams, ratios, other)
+    return "\n\n".join(align(rows, numbers_right=False) for rows in tables)
 
 
 def _ratios(report: Report, by_length: dict[int, dict[str, SingleStream]]) -> list[tuple[str, str, str]]:

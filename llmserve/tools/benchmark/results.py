@@ -58,12 +58,23 @@ class Agreement:
 
 
 @dataclass
+class Constrained:
+    """The same greedy streams decoded with a json_schema and without: what the grammar's mask costs per token."""
+
+    streams: int
+    new_tokens: int
+    free_ms_per_token: float  # per stream: (last token - first) / (tokens - 1), median over streams and runs
+    constrained_ms_per_token: float
+
+
+@dataclass
 class Report:
     environment: dict[str, Any]
     workload: dict[str, Any]
     single_stream: list[SingleStream] = field(default_factory=list)
     concurrent: list[Concurrent] = field(default_factory=list)
     agreement: Agreement | None = None
+    constrained: list[Constrained] = field(default_factory=list)
     # The p50 time to first token of max(streams) requests prefilled one after another by eager generate().
     serial_prefill_ttft_p50_s: float | None = None
     setup_s: float | None = None

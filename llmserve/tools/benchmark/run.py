@@ -20,6 +20,7 @@ from ...config import COMPILE_MODES, PROJECT_ROOT
 from .measure import (
     batch_agreement,
     build_random_model,
+    constraint_cost,
     eager_serial_prefill,
     http_streams,
     median_run,
@@ -125,6 +126,9 @@ def run(args: argparse.Namespace, log: Callable[[str], None]) -> Report:
         prompts = [prompt_ids(16 + 8 * i, vocab, eos)[i:] for i in range(batch)]  # different lengths and texts
         report.agreement = batch_agreement(engine, prompts, workload.new_tokens)
         log(f"  {report.agreement}")
+        for streams in sorted({1, batch}):
+            report.constrained.append(constraint_cost(engine, prompts[0], workload.new_tokens, streams))
+            log(f"  {report.constrained[-1]}")
         inputs, stream_prompt = _stream_inputs(tokenizer, workload)
         stream_ids = engine.encode(inputs["pregunta"])
         runs: dict[int, list[Concurrent]] = {streams: [] for streams in workload.streams}
