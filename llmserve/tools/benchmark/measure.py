@@ -301,8 +301,35 @@ def constraint_cost(engine, ids: list[int], new_tokens: int, streams: int, runs:
         times["free"] += per_token(free)
         times["constrained"] += per_token(constrained)
     return Constrained(
-        streams, new_tokens, 1000 * statistics.median(times["free"]), 1000 * statistics.median(times["constrained"])
+        streams,
+        new_tokens,
+        free_ms_per_token=1000 * statistics.median(times["free"]),
+        constrained_ms_per_token=1000 * statistics.median(times["constrained"]),
+        free_choice_ms=_choice_ms(engine, streams, free),
+        constrained_choice_ms=_choice_ms(engine, streams, constrained),
     )
+
+
+def _choice_ms(engine, rows: int, params: SamplingParams, steps: int = 200) -> float:
+    """The next-token choice alone for `rows` rows (SlotSampler.sample on fixed logits, the mask included), per step;
+    free of the decode step's noise, which is larger than this on a shared CPU."""
+    import torch
+
+    from ...engine.sampling import SlotSampler
+
+    vocab = engine.backend.vocab_size
+    sampler = SlotSampler(rows, vocab, engine.eos_token_ids, engine.device, engine.grammars)
+    for row in range(rows):
+        sampler.assign(row, dataclasses.replace(params, max_new_tokens=10**6), [1])
+    logits = torch.randn(rows, vocab, generator=torch.Generator().manual_seed(0)).to(engine.device)
+    for _ in range(5):
+        sampler.sample(logits, slice(0, rows))
+    _sync(engine.device.type)
+    start = time.perf_counter()
+    for _ in range(steps):
+        sampler.sample(logits, slice(0, rows))
+    _sync(engine.device.type)
+    return 1000 * (time.perf_counter() - start) / steps
 
 
 def median_run(runs: Sequence[Concurrent]) -> Concurrent:

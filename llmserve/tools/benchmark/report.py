@@ -81,18 +81,14 @@ def format_table(report: Report) -> str:
                 str(c.errors),
             )
         )
-    constrained = [("json_schema", "streams", "free ms/token", "constrained ms/token", "cost per token")]
+    constrained = [("json_schema", "streams", "free ms", "constrained ms", "cost")]
     for c in report.constrained:
-        cost = c.constrained_ms_per_token - c.free_ms_per_token
-        constrained.append(
-            (
-                "decode",
-                str(c.streams),
-                f"{c.free_ms_per_token:.2f}",
-                f"{c.constrained_ms_per_token:.2f}",
-                f"{cost:+.2f} ms ({c.constrained_ms_per_token / c.free_ms_per_token:.2f}x)",
-            )
-        )
+        for what, free, with_schema in (
+            ("decode, per token", c.free_ms_per_token, c.constrained_ms_per_token),
+            ("token choice, per step", c.free_choice_ms, c.constrained_choice_ms),
+        ):
+            cost = f"{with_schema - free:+.2f} ms ({with_schema / free:.2f}x)"
+            constrained.append((what, str(c.streams), f"{free:.2f}", f"{with_schema:.2f}", cost))
     ratios = [("ratio", "measured", "of")]
     ratios += _ratios(report, by_length)
     unit = "peak GPU memory allocated" if report.environment["device"] == "cuda" else "peak RSS"

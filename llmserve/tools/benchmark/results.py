@@ -65,6 +65,8 @@ class Constrained:
     new_tokens: int
     free_ms_per_token: float  # per stream: (last token - first) / (tokens - 1), median over streams and runs
     constrained_ms_per_token: float
+    free_choice_ms: float  # the next-token choice alone for `streams` rows, per step (measure._choice_ms)
+    constrained_choice_ms: float
 
 
 @dataclass
