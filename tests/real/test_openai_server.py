@@ -220,14 +220,32 @@ def test_a_wrong_api_key_gets_401(base_url):
 def test_a_client_that_leaves_mid_stream_frees_its_slot(client, base_url):
     slots_in_use = ("llmserve_slots_in_use", ())
     stream = client.chat.completions.create(
-        model="m", messages=[{"role": "user", "content": "Cuenta del 1 al 1000."}], max_tokens=2000, stream=True
+        model="m",
+        messages=[{"role": "user", "content": "Cuenta del 1 al 1000."}],
+        max_tokens=2000,
+        stream=True,
+        extra_body={"min_tokens": 2000},  # no end-of-text: only the cancel can free the slot within the deadline
     )
     for i, _ in enumerate(stream):
         if i == 3:
             break
     assert metrics(base_url)[slots_in_use] >= 1
     stream.close()
-    deadline = time.monotonic() + 60
+    deadline = time.monotonic() + 20
+    while metrics(base_url)[slots_in_use] != 0:
+        assert time.monotonic() < deadline, "the slot was never freed"
+        time.sleep(0.05)  # polling the server's own gauge
+
+
+def test_a_client_that_gives_up_on_a_plain_answer_frees_its_slot(base_url):
+    slots_in_use = ("llmserve_slots_in_use", ())
+    # min_tokens: no end-of-text for 2000 tokens, a minute here: only a cancel frees the slot within the deadline.
+    ask = [{"role": "user", "content": "Cuenta del 1 al 1000."}]
+    body = {"model": "m", "messages": ask, "max_tokens": 2000, "min_tokens": 2000}
+    headers = {"Authorization": "Bearer lm-studio"}
+    with pytest.raises(httpx.ReadTimeout):  # a client that stops waiting for the whole answer
+        httpx.post(f"{base_url}/chat/completions", json=body, headers=headers, timeout=httpx.Timeout(30, read=1))
+    deadline = time.monotonic() + 20
     while metrics(base_url)[slots_in_use] != 0:
         assert time.monotonic() < deadline, "the slot was never freed"
         time.sleep(0.05)  # polling the server's own gauge

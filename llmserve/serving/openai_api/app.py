@@ -169,7 +169,7 @@ def create_app(service: Service) -> FastAPI:
                 usage = bool((body.stream_options or {}).get("include_usage"))
                 events = _events(service, run, first, meta, started, usage)
                 return StreamingResponse(events, media_type="text/event-stream", headers={"Cache-Control": "no-cache"})
-            return JSONResponse(await _whole(service, run, first, meta, started))
+            return JSONResponse(await _whole(service, run, first, meta, started, request))
         except asyncio.CancelledError:  # the server is stopping (or the request was dropped): free the slot
             run.cancel.cancel()
             raise
@@ -177,10 +177,14 @@ def create_app(service: Service) -> FastAPI:
     return app
 
 
-async def _whole(service: Service, run: _Run, event, meta: dict, started: float) -> dict[str, Any]:
+async def _whole(service: Service, run: _Run, event, meta: dict, started: float, request: Request) -> dict[str, Any]:
     text = []
     while event[0] == "chunk":
         text.append(event[1])
+        if await request.is_disconnected():  # nobody will read the answer: free the slot
+            run.cancel.cancel()
+            service.metrics.requests.labels("canceled").inc()
+            raise APIError(499, "the client closed the connection", code="client_closed")
         event = await run.queue.get()
     reason = _count(service, run, event, started)
     if event[0] == "error":
