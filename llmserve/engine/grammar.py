@@ -33,7 +33,7 @@ class Grammars:
         self._eos = sorted(eos_token_ids)
         self._lock = threading.Lock()
         self._tokenizer = None
-        self._compiled: OrderedDict[str, str] = OrderedDict()
+        self._compiled: OrderedDict[str, object] = OrderedDict()  # schema -> its matcher before any token
 
     def tokenizer(self):
         """llguidance's view of the model's vocabulary: every token's bytes, its EOS tokens, the lm_head's width."""
@@ -54,8 +54,10 @@ class Grammars:
                     ) from e
             return self._tokenizer
 
-    def compile(self, schema: str) -> str:
-        """The llguidance grammar for a JSON schema (canonical text); InputError naming json_schema if it has none."""
+    def compile(self, schema: str):
+        """A pristine matcher for a JSON schema (canonical text), cached; InputError naming json_schema if it has none.
+
+        Called where the request is prepared, so that the decode thread only copies it (0.01-0.3 ms, not 1-12 ms)."""
         from llguidance import LLMatcher
 
         with self._lock:
@@ -63,26 +65,24 @@ class Grammars:
                 self._compiled.move_to_end(schema)
                 return self._compiled[schema]
         tokenizer = self.tokenizer()
-        fix = f"Use the JSON Schema keywords llguidance supports ({_DOCS}), or leave json_schema empty."
         try:
             grammar = LLMatcher.grammar_from_json_schema(schema, defaults=JSON_OPTIONS)
-            failed, messages = LLMatcher.validate_grammar_with_warnings(grammar, tokenizer)
+            pristine = LLMatcher(tokenizer, grammar, log_level=0)
+            reason = pristine.get_error() if pristine.is_error() else ""
         except (ValueError, TypeError) as e:
-            failed, messages = True, [str(e)]
-        if failed:
-            reason = (messages or ["unknown error"])[0].strip()
-            raise InputError(ErrorCode.BadJsonSchema, "json_schema", f"cannot be compiled: {reason}.", fix)
+            reason = str(e)
+        if reason:
+            fix = f"Use the JSON Schema keywords llguidance supports ({_DOCS}), or leave json_schema empty."
+            raise InputError(ErrorCode.BadJsonSchema, "json_schema", f"cannot be compiled: {reason.strip()}.", fix)
         with self._lock:
-            self._compiled[schema] = grammar
+            self._compiled[schema] = pristine
             while len(self._compiled) > _CACHED:
                 self._compiled.popitem(last=False)
-        return grammar
+        return pristine
 
     def matcher(self, schema: str):
-        """A fresh llguidance matcher for one answer, at the start of its schema."""
-        from llguidance import LLMatcher
-
-        return LLMatcher(self.tokenizer(), self.compile(schema), log_level=0)
+        """A fresh matcher for one answer, at the start of its schema: a copy of the cached one."""
+        return self.compile(schema).deep_copy()
 
 
 def mask_scores(scores: torch.Tensor, matchers: Sequence[tuple[int, object]], eos: torch.Tensor) -> torch.Tensor:

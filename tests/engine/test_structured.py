@@ -93,6 +93,7 @@ def test_an_answer_cut_by_max_new_tokens_says_so_instead_of_returning_broken_jso
     [
         ('{"type": "strin"}', "strin"),
         ('{"type": "object", "properties": {"a": {"$ref": "#/nowhere"}}}', "nowhere"),
+        ('{"type": "array", "uniqueItems": true}', "uniqueItems"),  # not implemented: refused, not ignored
     ],
 )
 def test_a_schema_that_cannot_be_compiled_is_refused_before_any_generation(answerer, schema, words):
