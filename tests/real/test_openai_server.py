@@ -270,3 +270,29 @@ def test_metrics_count_requests_tokens_latency_and_blocks(client, base_url):
     assert grew("llmserve_request_duration_seconds_count") == 1
     assert grew("llmserve_time_to_first_token_seconds_count") == 1
     assert after[("llmserve_slots", ())] == SLOTS and after[("llmserve_queue_depth", ())] == 0
+
+
+def test_an_answer_the_output_filter_stops_ends_with_content_filter(embedded_dir, tmp_path, closing):
+    """In process (FastAPI's TestClient), with a rule that forbids the answer's own word, as test_embedded does."""
+    from fastapi.testclient import TestClient
+
+    from llmserve.serving.loader import load_answerer
+    from llmserve.serving.moderator import build_moderator
+    from llmserve.serving.openai_api.app import Service, create_app
+
+    rules = tmp_path / "rules.yaml"
+    rules.write_text("version: 1\ncategories:\n  S1:\n    output_patterns:\n      en: [paris]\n")
+    settings = Settings(
+        model_id="embedded", dtype="float32", moderation="output", moderation_rules=rules, moderation_classifier="off"
+    )
+    answerer = closing(load_answerer(settings, allow_download=False))
+    service = closing(Service(answerer, closing(build_moderator(settings))))
+    client = TestClient(create_app(service))
+    ask = {"messages": [{"role": "user", "content": "What is the capital of France?"}], "temperature": 0}
+    plain = client.post("/v1/chat/completions", json=ask).json()["choices"][0]
+    assert plain["finish_reason"] == "content_filter" and "Paris" not in plain["message"]["content"]
+    with client.stream("POST", "/v1/chat/completions", json={**ask, "stream": True}) as response:
+        events = [json.loads(line[6:]) for line in response.iter_lines() if line.startswith("data: {")]
+    assert events[-1]["choices"][0]["finish_reason"] == "content_filter"
+    assert "Paris" not in "".join(e["choices"][0]["delta"].get("content", "") for e in events)
+    assert 'llmserve_moderation_blocks_total{stage="output"} 2.0' in client.get("/metrics").text
