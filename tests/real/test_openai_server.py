@@ -17,24 +17,10 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from llmserve.config import Settings
 from tests.helpers.openaiserver import openai_server
+from tests.helpers.schemas import BOOK, BOOK_QUESTION
 
 SLOTS = 4
-# The seed's book, bounded (maxLength, maximum) so that every answer ends within max_tokens whatever the model writes.
-BOOK = {
-    "type": "object",
-    "properties": {
-        "libro_id": {"type": "integer", "minimum": 1, "maximum": 99999},
-        "titulo": {"type": "string", "maxLength": 60},
-        "autor": {"type": "string", "maxLength": 40},
-        "año": {"type": "integer", "minimum": 1000, "maximum": 2100},
-    },
-    "required": ["libro_id", "titulo", "autor", "año"],
-    "additionalProperties": False,
-}
-BOOK_PROMPT = (
-    "Provee una salida en formato JSON con las siguientes claves: libro_id, titulo, autor, año. "
-    "Un libro de ciencia ficción."
-)
+BOOK_PROMPT = f"{BOOK_QUESTION} Un libro de ciencia ficción."
 
 
 @pytest.fixture(scope="module")

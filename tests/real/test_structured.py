@@ -13,20 +13,7 @@ import pytest
 from llmserve.config import Settings
 from llmserve.errors import ErrorCode, IncompleteAnswer
 from llmserve.tools.inputs import input_defaults
-
-# The seed's book, bounded so that every answer ends within max_new_tokens whatever the model writes.
-BOOK = {
-    "type": "object",
-    "properties": {
-        "libro_id": {"type": "integer", "minimum": 1, "maximum": 99999},
-        "titulo": {"type": "string", "maxLength": 60},
-        "autor": {"type": "string", "maxLength": 40},
-        "año": {"type": "integer", "minimum": 1000, "maximum": 2100},
-    },
-    "required": ["libro_id", "titulo", "autor", "año"],
-    "additionalProperties": False,
-}
-QUESTION = "Provee una salida en formato JSON con las siguientes claves: libro_id, titulo, autor, año."
+from tests.helpers.schemas import BOOK, BOOK_QUESTION
 
 
 def answer(predictor, **inputs) -> str:
@@ -45,7 +32,7 @@ def test_book_answers_validate_greedy_and_sampled_beside_free_answers(predictor)
     asks = [{"json_schema": json.dumps(BOOK), "temperature": t, "seed": s} for t, s in [(0, 0), (0.7, 1), (0.7, 2)]]
     free = {"pregunta": "Write a haiku about the sea.", "max_new_tokens": 40}
     with ThreadPoolExecutor(4) as pool:  # as Cog's four slots would: they join and leave one batch
-        books = [pool.submit(answer, predictor, pregunta=QUESTION, **ask) for ask in asks]
+        books = [pool.submit(answer, predictor, pregunta=BOOK_QUESTION, **ask) for ask in asks]
         frees = [pool.submit(answer, predictor, **free, seed=i) for i in range(2)]
         texts = [f.result() for f in books]
         assert all(f.result().strip() for f in frees)
@@ -55,5 +42,5 @@ def test_book_answers_validate_greedy_and_sampled_beside_free_answers(predictor)
 
 def test_a_book_cut_by_max_new_tokens_fails_naming_it(real_predictor):
     with pytest.raises(IncompleteAnswer) as caught:
-        answer(real_predictor, pregunta=QUESTION, json_schema=json.dumps(BOOK), max_new_tokens=6, temperature=0)
+        answer(real_predictor, pregunta=BOOK_QUESTION, json_schema=json.dumps(BOOK), max_new_tokens=6, temperature=0)
     assert caught.value.code is ErrorCode.IncompleteJson and caught.value.field == "max_new_tokens"
