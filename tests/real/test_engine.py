@@ -26,12 +26,11 @@ def expected(embedded_dir, engine) -> list[tuple[list[int], list[int]]]:
     model = AutoModelForCausalLM.from_pretrained(embedded_dir, dtype=torch.float32).eval()
     cases = []
     for question in QUESTIONS:
-        prompt = engine.encode(
-            engine.apply_chat_template([{"role": "user", "content": question}]), add_special_tokens=False
-        )
+        prompt = engine.encode(engine.apply_chat_template([{"role": "user", "content": question}]),
+                               add_special_tokens=False)
         with torch.inference_mode():
             out = model.generate(torch.tensor([prompt]), max_new_tokens=N, min_new_tokens=N, do_sample=False)
-        cases.append((prompt, out[0, len(prompt) :].tolist()))
+        cases.append((prompt, out[0, len(prompt):].tolist()))
     return cases
 
 
