@@ -33,25 +33,28 @@ class Grammars:
         self._eos = sorted(eos_token_ids)
         self._lock = threading.Lock()
         self._tokenizer = None
+        self._unavailable: InputError | None = None
         self._compiled: OrderedDict[str, object] = OrderedDict()  # schema -> its matcher before any token
 
     def tokenizer(self):
         """llguidance's view of the model's vocabulary: every token's bytes, its EOS tokens, the lm_head's width."""
         with self._lock:
-            if self._tokenizer is None:
+            if self._tokenizer is None and self._unavailable is None:
                 import llguidance.hf
 
                 try:
                     self._tokenizer = llguidance.hf.from_tokenizer(
                         self._hf_tokenizer, n_vocab=self.vocab_size, eos_token=self._eos
                     )
-                except (ValueError, TypeError) as e:
-                    raise InputError(
+                except Exception as e:  # noqa: BLE001 - any tokenizer it cannot read: free text still works
+                    self._unavailable = InputError(
                         ErrorCode.BadJsonSchema,
                         "json_schema",
                         f"cannot be applied to this model: its tokenizer is not one llguidance reads ({e}).",
                         "Leave json_schema empty, or serve a model with a fast (tokenizer.json) tokenizer.",
-                    ) from e
+                    )
+            if self._unavailable is not None:  # said once, at setup; each json_schema request is refused with it
+                raise self._unavailable
             return self._tokenizer
 
     def compile(self, schema: str):

@@ -105,3 +105,15 @@ def test_a_schema_that_cannot_be_compiled_is_refused_before_any_generation(answe
     assert engine.scheduler.active() == 0 and engine.healthy
     text, _ = ask(answerer, json_schema=json.dumps(SCHEMA))
     jsonschema.validate(json.loads(text), SCHEMA)
+
+
+def test_a_model_whose_tokenizer_llguidance_cannot_read_still_serves_free_text(make_engine, tiny_model_dir):
+    engine = make_engine(tiny_model_dir, slots=2)
+    engine.grammars._hf_tokenizer = object()  # as a slow (Python-only) tokenizer would be: not a fast one
+    engine.grammars._tokenizer = None
+    answerer = Answerer(engine, model_name="tiny")
+    for _ in range(2):  # refused the same way each time
+        with pytest.raises(InputError) as caught:
+            answerer.prepare(validate_request(pregunta="x", json_schema='{"type": "object"}'))
+        assert caught.value.field == "json_schema" and "tokenizer" in caught.value.problem
+    assert ask(answerer, max_new_tokens=5)[0] is not None
