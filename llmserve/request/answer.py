@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import random
@@ -89,8 +90,9 @@ class Answerer:
         """Stop the engine; answers still streaming end with an error."""
         self.engine.close()
 
-    def prepare(self, request: Request) -> Prepared:
-        """Build and tokenize the prompt; raise InputError if it does not fit the context."""
+    def prepare(self, request: Request, *, fill_context_up_to: int | None = None) -> Prepared:
+        """Build and tokenize the prompt; raise InputError if it does not fit the context. `fill_context_up_to`: instead
+        of request.max_new_tokens, what the context has left after the prompt, up to this (at least min_new_tokens)."""
         prompt = build_prompt(
             pregunta=request.pregunta,
             system_prompt=request.system_prompt,
@@ -99,6 +101,10 @@ class Answerer:
             chat_renderer=self.engine.apply_chat_template if self.engine.has_chat_template else None,
         )
         ids = self.engine.encode(prompt.text, add_special_tokens=prompt.add_special_tokens)
+        if fill_context_up_to is not None:
+            room = self.engine.context_length - len(ids)
+            fit = max(min(fill_context_up_to, room), request.min_new_tokens, 1)
+            request = dataclasses.replace(request, max_new_tokens=fit)
         self._check_fits(len(ids), request.max_new_tokens)
         if request.json_schema:
             self.engine.check_json_schema(request.json_schema)
@@ -168,10 +174,7 @@ class Answerer:
 
 def _checked(chunks: Iterator[str], answer: _Answer) -> Iterator[str]:
     """The chunks, then IncompleteAnswer if the answer's JSON did not end before max_new_tokens or a stop sequence."""
-    try:
-        yield from chunks
-    finally:
-        chunks.close()
+    yield from chunks  # closing this generator closes `chunks` too
     stats = answer.stats
     if stats.stop_reason in ("canceled", "interrupted") or stats.json_complete:
         return

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 import hmac
 import json
 import time
@@ -35,29 +34,20 @@ class Service:
     def __init__(self, answerer: Answerer, moderator=None, *, api_key: str | None = None) -> None:
         self.answerer, self.moderator, self.api_key = answerer, moderator, api_key
         self.created = int(time.time())
-        scheduler = getattr(answerer.engine, "scheduler", None)
-        slots = scheduler.slots if scheduler is not None else 1
-        self.metrics = Metrics(
-            slots=slots,
-            slots_in_use=lambda: scheduler.active() if scheduler is not None else 0,
-            queue_depth=lambda: scheduler.waiting() if scheduler is not None else 0,
-        )
+        scheduler = answerer.engine.scheduler
+        slots = scheduler.slots
+        self.metrics = Metrics(slots=slots, slots_in_use=scheduler.active, queue_depth=scheduler.waiting)
         # One thread per answer being read, as many as the engine admits (running and waiting), and some to spare.
         self.pool = ThreadPoolExecutor(max_workers=2 * slots + 4, thread_name_prefix="openai-answer")
 
     def prepare(self, body: ChatCompletionRequest) -> tuple[Any, Prepared]:
         """The request and its prompt; without max_tokens, as many tokens as the context has left (up to 4096)."""
         request, given = to_request(body)
-        offset = len(body.messages)
         try:
-            if not given:
-                probe = self.answerer.prepare(dataclasses.replace(request, max_new_tokens=1, min_new_tokens=0))
-                room = self.answerer.engine.context_length - len(probe.prompt_ids)
-                fit = max(min(int(LIMITS["max_new_tokens"].le), room), request.min_new_tokens, 1)
-                request = dataclasses.replace(request, max_new_tokens=fit)
-            return request, self.answerer.prepare(request)
+            up_to = None if given else int(LIMITS["max_new_tokens"].le)
+            return request, self.answerer.prepare(request, fill_context_up_to=up_to)
         except InputError as e:
-            raise APIError.from_input_error(e, offset=offset) from e
+            raise APIError.from_input_error(e, offset=len(body.messages)) from e
 
     def close(self) -> None:
         self.pool.shutdown(wait=False, cancel_futures=True)
