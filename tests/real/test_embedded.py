@@ -26,7 +26,7 @@ def test_the_conversion_kept_the_chat_template_dropped_the_gguf_config_and_recor
     assert "quantization_config" not in config and config["model_type"] == "llama"
     assert (embedded_dir / "chat_template.jinja").read_text().count("<|im_start|>") >= 1
     provenance = json.loads((embedded_dir / PROVENANCE).read_text())
-    assert provenance["version"] == EMBEDDED.version and provenance["wheel_sha256"] == EMBEDDED.wheel_sha256
+    assert provenance["wheels"] == [list(wheel) for wheel in EMBEDDED.wheels]
     assert provenance["license"] == "Apache-2.0" and "Apache License" in (embedded_dir / "LICENSE").read_text()
     assert provenance["parameters"] == 134_515_008
 
@@ -81,16 +81,15 @@ def test_min_new_tokens_holds_back_the_end_of_a_short_real_answer(real_predictor
     short = answerer.prepare(validate_request(pregunta="What is the capital of France?", **GREEDY))
     list(answerer.stream(short, on_finish=seen.append))
     assert seen[0].stop_reason == "eos" and seen[0].output_token_count < 20
-    longer = answerer.prepare(
-        validate_request(pregunta="What is the capital of France?", min_new_tokens=20, **GREEDY)
-    )
+    longer = answerer.prepare(validate_request(pregunta="What is the capital of France?", min_new_tokens=20, **GREEDY))
     list(answerer.stream(longer, on_finish=seen.append))
     assert seen[1].output_token_count >= 20
 
 
 def test_default_guardrails_let_an_ordinary_real_answer_stream_unchanged(real_predictor, make_predictor):
-    unguarded = make_predictor(MODEL_ID="embedded", WEIGHTS_DIR=str(Settings().weights_dir), DTYPE="float32",
-                               MODERATION="off")
+    unguarded = make_predictor(
+        MODEL_ID="embedded", WEIGHTS_DIR=str(Settings().weights_dir), DTYPE="float32", MODERATION="off"
+    )
     question = dict(pregunta="Name three colours of the rainbow.", **GREEDY)
     guarded = ask(real_predictor, **question)
     assert "".join(guarded) == "".join(ask(unguarded, **question)) and len(guarded) > 3
@@ -99,19 +98,25 @@ def test_default_guardrails_let_an_ordinary_real_answer_stream_unchanged(real_pr
 def test_output_moderation_stops_a_real_answer_at_the_word_it_must_not_say(make_predictor, tmp_path):
     rules = tmp_path / "rules.yaml"
     rules.write_text("version: 1\ncategories:\n  S1:\n    output_patterns:\n      en: [paris]\n")
-    predictor = make_predictor(MODEL_ID="embedded", WEIGHTS_DIR=str(Settings().weights_dir), DTYPE="float32",
-                               MODERATION="output", MODERATION_RULES=str(rules))
+    predictor = make_predictor(
+        MODEL_ID="embedded",
+        WEIGHTS_DIR=str(Settings().weights_dir),
+        DTYPE="float32",
+        MODERATION="output",
+        MODERATION_RULES=str(rules),
+    )
     chunks = []
     with pytest.raises(ModerationError) as info:
-        for chunk in asyncio.run(predictor.run(**{**input_defaults(), "pregunta": "What is the capital of France?",
-                                                  **GREEDY})):
+        for chunk in asyncio.run(
+            predictor.run(**{**input_defaults(), "pregunta": "What is the capital of France?", **GREEDY})
+        ):
             chunks.append(chunk)
     assert "S1" in str(info.value)
     assert "Paris" not in "".join(chunks)
 
 
 def test_the_embedded_model_is_found_only_once_finished(tmp_path):
-    unfinished = tmp_path / "embedded" / f"smollm2-135m-instruct-{EMBEDDED.version}"
+    unfinished = tmp_path / "embedded" / EMBEDDED.directory
     unfinished.mkdir(parents=True)
     (unfinished / "config.json").write_text("{}")
     assert local_embedded_path(Settings(weights_dir=tmp_path)) is None

@@ -7,6 +7,7 @@ prompt goes through encode -> generate -> decode -> parse_verdict, and that an u
 
 from __future__ import annotations
 
+import json
 from dataclasses import replace
 from pathlib import Path
 
@@ -177,3 +178,14 @@ def test_a_classifier_directory_without_a_card_fails_setup_naming_moderation_cla
         build_moderator(settings)
     assert info.value.code is ErrorCode.BadConfig and info.value.field == "MODERATION_CLASSIFIER"
     assert "card.json is missing" in str(info.value) and "scripts/train_moderation" in str(info.value)
+
+
+def test_a_card_naming_an_unknown_base_model_fails_setup_naming_the_bases_there_are(tmp_path: Path):
+    (tmp_path / "card.json").write_text(
+        json.dumps({"labels": ["S1", "safe"], "layers": [1], "threshold": 0.9, "base": "gpt-9"}), encoding="utf-8"
+    )
+    settings = replace(Settings(weights_dir=tmp_path), moderation_classifier=str(tmp_path))
+    with pytest.raises(SetupError) as info:
+        build_moderator(settings)
+    assert info.value.code is ErrorCode.BadConfig and info.value.field == "MODERATION_CLASSIFIER"
+    assert "'gpt-9'" in str(info.value) and "gemma-3-270m" in str(info.value) and "--base" in str(info.value)

@@ -19,7 +19,8 @@ from ...engine.textclassifier import SHIPPED, Card, Features, save_classifier
 from ...moderation.classifier import SAFE
 
 DEV = PROJECT_ROOT / "data" / "moderation" / "requests.jsonl"
-LAYERS = (8, 12, 16, 20, 24, 29)  # of the embedded model's 30: deeper ones separated the dev requests best
+# hidden_states indices per base model (llmserve/serving/embedded.py PACKAGED): middle and deep layers of each
+LAYERS = {"gemma-3-270m": (4, 6, 8, 10, 12, 14, 16, 17), "embedded": (8, 12, 16, 20, 24, 29)}
 FOLDS = 5
 
 
@@ -62,17 +63,18 @@ def main(argv: list[str]) -> int:
     """Fit the moderation classifier on the dev requests and write it (default: over the shipped one)."""
     parser = argparse.ArgumentParser(prog="scripts/train_moderation", description=main.__doc__)
     parser.add_argument("--corpus", type=Path, default=DEV)
+    parser.add_argument("--base", choices=sorted(LAYERS), default="gemma-3-270m", help="whose states are read")
     parser.add_argument("--out", type=Path, default=SHIPPED, metavar="DIR")
     parser.add_argument("--c", type=float, default=0.01, help="inverse regularisation strength (default 0.01)")
     parser.add_argument("--max-fp", type=float, default=0.01, help="false positives allowed in cross-validation")
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args(argv)
-    from ...serving.embedded import build_embedded
+    from ...serving.embedded import PACKAGED, build_embedded
 
     data = args.corpus.read_bytes()
     rows = [json.loads(line) for line in data.decode("utf-8").splitlines() if line.strip()]
     start = time.perf_counter()
-    features_of = Features(build_embedded(Settings.from_env()), LAYERS)
+    features_of = Features(build_embedded(Settings.from_env(), PACKAGED[args.base]), LAYERS[args.base])
     features = torch.cat([features_of([r["text"] for r in rows[i : i + 16]]) for i in range(0, len(rows), 16)])
     x = features.double().numpy()
     print(f"features of {len(rows)} requests in {time.perf_counter() - start:.0f} s")
@@ -85,11 +87,13 @@ def main(argv: list[str]) -> int:
     weight, bias = folded_head(model)
     card = Card(
         labels=tuple(model.classes_),
-        layers=LAYERS,
+        layers=LAYERS[args.base],
         threshold=threshold,
+        base=args.base,
         trained_on=f"{args.corpus.name} sha256:{hashlib.sha256(data).hexdigest()[:16]}",
         notes=(
-            f"logistic regression, C={args.c}, on {len(rows)} dev requests ({int(unsafe.sum())} unsafe); threshold "
+            f"logistic regression on {PACKAGED[args.base].name}, C={args.c}, on {len(rows)} dev requests "
+            f"({int(unsafe.sum())} unsafe); threshold "
             f"from {FOLDS}-fold cross-validation at <= {args.max_fp:.0%} false positives: recall {recall:.3f}, "
             f"false positives {fp:.3f} there"
         ),
