@@ -15,9 +15,11 @@ from ...config import PROJECT_ROOT, Settings
 from ...moderation.policy import CATEGORIES
 from ..tables import align
 
-# The development part (rules may be written against it) and the held-out part (never tuned on; data/moderation/).
-DEFAULT_CORPORA = [PROJECT_ROOT / "data" / "moderation" / name for name in ("requests.jsonl", "heldout.jsonl")]
-SPLITS = ("dev", "heldout")
+# The development part (rules may be written against it) and two held-out parts (never tuned on; data/moderation/).
+DEFAULT_CORPORA = [
+    PROJECT_ROOT / "data" / "moderation" / name for name in ("requests.jsonl", "heldout.jsonl", "heldout2.jsonl")
+]
+SPLITS = ("dev", "heldout", "heldout2")
 
 
 @dataclass(frozen=True)
@@ -79,9 +81,7 @@ def _row(name: str, group: Sequence[Verdict], *, refused_is_right: bool) -> dict
         "n": len(group),
         "refused": refused,
         "rate": refused / len(group) if group else 0.0,  # recall for unsafe sets, false-positive rate for safe
-        "missed" if refused_is_right else "refused_ids": [
-            v.item.id for v in group if v.refused != refused_is_right
-        ],
+        "missed" if refused_is_right else "refused_ids": [v.item.id for v in group if v.refused != refused_is_right],
     }
 
 
@@ -96,9 +96,12 @@ def latency_ms(verdicts: Sequence[Verdict]) -> dict[str, float]:
 
 
 def markdown(report: dict) -> str:
-    lines = [f"Backend: {report['backend']}. Latency per check: p50 {report['latency_ms']['p50']:.2f} ms, "
-             f"p95 {report['latency_ms']['p95']:.2f} ms, max {report['latency_ms']['max']:.2f} ms.", ""]
-    for split in SPLITS:
+    lines = [
+        f"Backend: {report['backend']}. Latency per check: p50 {report['latency_ms']['p50']:.2f} ms, "
+        f"p95 {report['latency_ms']['p95']:.2f} ms, max {report['latency_ms']['max']:.2f} ms.",
+        "",
+    ]
+    for split in report["splits"]:
         lines += [f"**{split}**", "", "| set | n | refused | rate |", "| --- | --- | --- | --- |"]
         lines += [f"| {r['set']} | {r['n']} | {r['refused']} | {r['rate']:.1%} |" for r in report["splits"][split]]
         by = ", ".join(f"{name} {n}" for name, n in sorted(report["refused_by"][split].items()))
@@ -141,9 +144,7 @@ def _output_check(settings: Settings, moderator, n: int) -> dict:
     return {
         "model": answerer.model_name,
         "ordinary": summary(ordinary),
-        "unsafe_echoes": [
-            {"answer": r.answer, "emitted": r.emitted, "blocked": list(r.blocked)} for r in echoes
-        ],
+        "unsafe_echoes": [{"answer": r.answer, "emitted": r.emitted, "blocked": list(r.blocked)} for r in echoes],
     }
 
 
@@ -165,21 +166,22 @@ def main(argv: list[str]) -> int:
     moderator = build_moderator(replace(settings, moderation="both"))
     corpora = args.corpus or DEFAULT_CORPORA
     verdicts = check_all(moderator, [item for path in corpora for item in load_corpus(path)])
+    splits = [split for split in SPLITS if any(v.item.split == split for v in verdicts)]
     report = {
         "corpus": [str(path) for path in corpora],
         "backend": moderator.name,
         "rules": str(settings.moderation_rules),
         "model": settings.moderation_model or None,
         "latency_ms": latency_ms(verdicts),
-        "refused_by": {split: refused_by(verdicts, split) for split in SPLITS},
-        "splits": {split: rows(verdicts, split) for split in SPLITS},
+        "refused_by": {split: refused_by(verdicts, split) for split in splits},
+        "splits": {split: rows(verdicts, split) for split in splits},
         "output": _output_check(settings, moderator, args.answers) if args.answers else None,
     }
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "report.json").write_text(json.dumps(report, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
     (args.out / "report.md").write_text(markdown(report) + "\n", encoding="utf-8")
     print(f"wrote {args.out / 'report.json'}, {args.out / 'report.md'}\n")
-    for split in SPLITS:
+    for split in splits:
         table = [("set", "n", "refused", "rate")]
         table += [(r["set"], str(r["n"]), str(r["refused"]), f"{r['rate']:.1%}") for r in report["splits"][split]]
         print(f"{split}:\n{align(table, numbers_right=True)}\n")
