@@ -1,7 +1,6 @@
 """The moderation stage that MODERATION, MODERATION_RULES and MODERATION_MODEL ask for, classifier included.
 
-Llama Guard is found or fetched like the main model (same cache, HF_TOKEN, device and dtype) and loaded by Engine; the
-trained classifier's base model is fetched with pip (serving/embedded.py).
+Llama Guard is fetched like the main model and loaded by Engine; the classifier's base comes with pip (embedded.py).
 """
 
 from __future__ import annotations
