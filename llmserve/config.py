@@ -64,8 +64,8 @@ class Settings:
     moderation_model: str = ""
     # Its commit, tag or branch on the hub; pin a commit for reproducible images.
     moderation_model_revision: str = "main"
-    # The trained input classifier run after the rules (llmserve/moderation/classifier/, on the embedded model's
-    # hidden states): "on", "off", or a directory that scripts/train_moderation --out wrote.
+    # The trained input classifier run after the rules (llmserve/moderation/classifier/, on its base model's
+    # hidden states, Gemma 3 270M from PyPI): "on", "off", or a directory that scripts/train_moderation --out wrote.
     moderation_classifier: str = "on"
 
     @property

@@ -111,7 +111,7 @@ def test_the_image_gets_the_code_and_the_baked_weights():
     ignored = {line.strip().rstrip("/") for line in (ROOT / ".dockerignore").read_text().splitlines()}
     assert ".venv" in ignored
     assert not ignored & {"weights", "predict.py", "llmserve", "requirements.txt", "cog.yaml"}
-    # The moderation classifier reads the embedded model's layers at setup: without them a container fetches it.
+    # The moderation classifier reads its base model's layers at setup: without them a container fetches it.
     assert not ignored & {"weights/embedded", "llmserve/moderation/classifier"}
     # The tools never run in the image (tests/test_architecture.py shows that serving does not need them).
     assert {"llmserve/tools", "tests"} <= ignored

