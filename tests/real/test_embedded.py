@@ -81,15 +81,16 @@ def test_min_new_tokens_holds_back_the_end_of_a_short_real_answer(real_predictor
     short = answerer.prepare(validate_request(pregunta="What is the capital of France?", **GREEDY))
     list(answerer.stream(short, on_finish=seen.append))
     assert seen[0].stop_reason == "eos" and seen[0].output_token_count < 20
-    longer = answerer.prepare(validate_request(pregunta="What is the capital of France?", min_new_tokens=20, **GREEDY))
+    longer = answerer.prepare(
+        validate_request(pregunta="What is the capital of France?", min_new_tokens=20, **GREEDY)
+    )
     list(answerer.stream(longer, on_finish=seen.append))
     assert seen[1].output_token_count >= 20
 
 
 def test_default_guardrails_let_an_ordinary_real_answer_stream_unchanged(real_predictor, make_predictor):
-    unguarded = make_predictor(
-        MODEL_ID="embedded", WEIGHTS_DIR=str(Settings().weights_dir), DTYPE="float32", MODERATION="off"
-    )
+    unguarded = make_predictor(MODEL_ID="embedded", WEIGHTS_DIR=str(Settings().weights_dir), DTYPE="float32",
+                               MODERATION="off")
     question = dict(pregunta="Name three colours of the rainbow.", **GREEDY)
     guarded = ask(real_predictor, **question)
     assert "".join(guarded) == "".join(ask(unguarded, **question)) and len(guarded) > 3
@@ -98,18 +99,12 @@ def test_default_guardrails_let_an_ordinary_real_answer_stream_unchanged(real_pr
 def test_output_moderation_stops_a_real_answer_at_the_word_it_must_not_say(make_predictor, tmp_path):
     rules = tmp_path / "rules.yaml"
     rules.write_text("version: 1\ncategories:\n  S1:\n    output_patterns:\n      en: [paris]\n")
-    predictor = make_predictor(
-        MODEL_ID="embedded",
-        WEIGHTS_DIR=str(Settings().weights_dir),
-        DTYPE="float32",
-        MODERATION="output",
-        MODERATION_RULES=str(rules),
-    )
+    predictor = make_predictor(MODEL_ID="embedded", WEIGHTS_DIR=str(Settings().weights_dir), DTYPE="float32",
+                               MODERATION="output", MODERATION_RULES=str(rules))
     chunks = []
     with pytest.raises(ModerationError) as info:
-        for chunk in asyncio.run(
-            predictor.run(**{**input_defaults(), "pregunta": "What is the capital of France?", **GREEDY})
-        ):
+        for chunk in asyncio.run(predictor.run(**{**input_defaults(), "pregunta": "What is the capital of France?",
+                                                  **GREEDY})):
             chunks.append(chunk)
     assert "S1" in str(info.value)
     assert "Paris" not in "".join(chunks)

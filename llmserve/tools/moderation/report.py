@@ -80,7 +80,9 @@ def _row(name: str, group: Sequence[Verdict], *, refused_is_right: bool) -> dict
         "n": len(group),
         "refused": refused,
         "rate": refused / len(group) if group else 0.0,  # recall for unsafe sets, false-positive rate for safe
-        "missed" if refused_is_right else "refused_ids": [v.item.id for v in group if v.refused != refused_is_right],
+        "missed" if refused_is_right else "refused_ids": [
+            v.item.id for v in group if v.refused != refused_is_right
+        ],
     }
 
 
@@ -95,11 +97,8 @@ def latency_ms(verdicts: Sequence[Verdict]) -> dict[str, float]:
 
 
 def markdown(report: dict) -> str:
-    lines = [
-        f"Backend: {report['backend']}. Latency per check: p50 {report['latency_ms']['p50']:.2f} ms, "
-        f"p95 {report['latency_ms']['p95']:.2f} ms, max {report['latency_ms']['max']:.2f} ms.",
-        "",
-    ]
+    lines = [f"Backend: {report['backend']}. Latency per check: p50 {report['latency_ms']['p50']:.2f} ms, "
+             f"p95 {report['latency_ms']['p95']:.2f} ms, max {report['latency_ms']['max']:.2f} ms.", ""]
     for split in report["splits"]:
         lines += [f"**{split}**", "", "| set | n | refused | rate |", "| --- | --- | --- | --- |"]
         lines += [f"| {r['set']} | {r['n']} | {r['refused']} | {r['rate']:.1%} |" for r in report["splits"][split]]
@@ -143,7 +142,9 @@ def _output_check(settings: Settings, moderator, n: int) -> dict:
     return {
         "model": answerer.model_name,
         "ordinary": summary(ordinary),
-        "unsafe_echoes": [{"answer": r.answer, "emitted": r.emitted, "blocked": list(r.blocked)} for r in echoes],
+        "unsafe_echoes": [
+            {"answer": r.answer, "emitted": r.emitted, "blocked": list(r.blocked)} for r in echoes
+        ],
     }
 
 
